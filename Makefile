@@ -1,0 +1,58 @@
+# Two commands on a fresh machine: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test proto proto-check migrate lint bench soak clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Applies migrations, then serves on GRPC_HOST:GRPC_PORT (127.0.0.1:50051).
+# Without DATABASE_URL an embedded PostgreSQL keeps its data under .data/.
+run: install
+	$(BIN)/python -m service.devserver
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+PROTOS := $(wildcard protos/blog/v1/*.proto)
+PROTOC = $(BIN)/python -m grpc_tools.protoc -I protos \
+	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
+	--python_out=$(1) --mypy_out=$(1) --grpc_python_out=$(1) --mypy_grpc_out=$(1) $(PROTOS)
+
+proto: install
+	rm -rf generated/blog && mkdir -p generated
+	$(call PROTOC,generated)
+	touch generated/blog/__init__.py generated/blog/v1/__init__.py generated/blog/v1/py.typed
+
+# Fails when generated/ differs from what `make proto` writes (CI runs it).
+proto-check: install
+	rm -rf .proto-check && mkdir -p .proto-check
+	$(call PROTOC,.proto-check)
+	touch .proto-check/blog/__init__.py .proto-check/blog/v1/__init__.py .proto-check/blog/v1/py.typed
+	diff -r generated/blog .proto-check/blog -x __pycache__ || { echo "generated/ is stale: run make proto"; exit 1; }
+	rm -rf .proto-check
+
+migrate: install
+	$(BIN)/alembic upgrade head
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+soak: install
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
