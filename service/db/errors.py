@@ -1,0 +1,66 @@
+"""Translates database failures into domain errors: the data layer's half of the error model."""
+
+from __future__ import annotations
+
+import asyncpg
+from sqlalchemy import exc as sa_exc
+
+from service.domain.errors import (
+    AlreadyExists,
+    DatabaseUnavailable,
+    DeadlineExceeded,
+    DomainError,
+    NotFound,
+    ReadOnlyViolation,
+    TransientConflict,
+)
+
+# Unique indexes whose violation a client caused, and what to tell it.
+_UNIQUE = {
+    "uq_users_lower_email": AlreadyExists("email is already taken", reason="EMAIL_TAKEN"),
+    "uq_users_lower_username": AlreadyExists("username is already taken", reason="USERNAME_TAKEN"),
+}
+
+_CONNECTION_ERRORS = (
+    OSError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.InterfaceError,
+)
+
+
+def translate(error: BaseException) -> DomainError | None:
+    """The domain error a database exception means, or None when it is a plain bug."""
+    if isinstance(error, DomainError):
+        return error
+    if isinstance(error, sa_exc.TimeoutError):  # no pooled connection within DB_POOL_TIMEOUT
+        return DatabaseUnavailable("no database connection available: the pool is exhausted")
+    cause = error.orig if isinstance(error, sa_exc.DBAPIError) else error
+    driver = getattr(cause, "__cause__", None) or cause
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return DatabaseUnavailable("the database connection was lost; retry the call")
+    if isinstance(driver, asyncpg.exceptions.UniqueViolationError):
+        known = _UNIQUE.get(driver.constraint_name or "")
+        if known is not None:
+            return AlreadyExists(known.message, reason=known.reason)
+    if isinstance(driver, asyncpg.exceptions.ForeignKeyViolationError):
+        # A post's author deleted between our existence check and the insert.
+        return NotFound("the post's author does not exist", reason="USER_NOT_FOUND")
+    if isinstance(driver, asyncpg.exceptions.QueryCanceledError):
+        return DeadlineExceeded("the deadline passed while the database was working")
+    if isinstance(
+        driver,
+        asyncpg.exceptions.SerializationError | asyncpg.exceptions.DeadlockDetectedError,
+    ):
+        return TransientConflict("the transaction conflicted with another one; retry the call")
+    if isinstance(driver, asyncpg.exceptions.ReadOnlySQLTransactionError):
+        return ReadOnlyViolation("a read-only call attempted a write")
+    if isinstance(driver, _CONNECTION_ERRORS) or isinstance(error, _CONNECTION_ERRORS):
+        return DatabaseUnavailable("the database is unreachable; retry the call")
+    if isinstance(driver, asyncpg.exceptions.PostgresConnectionError):
+        return DatabaseUnavailable("the database is unreachable; retry the call")
+    return None

@@ -1,0 +1,96 @@
+"""The database schema as SQLAlchemy 2.0 typed models. Alembic migrations are checked against it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Deterministic constraint names, so migrations can refer to them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    email: Mapped[str] = mapped_column(String(255))
+    username: Mapped[str] = mapped_column(String(100))
+    hashed_password: Mapped[str] = mapped_column(String(255))
+    is_active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    is_superuser: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Bumped by every update; the etag is derived from it (optimistic concurrency).
+    version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+
+    posts: Mapped[list[Post]] = relationship(
+        back_populates="author",
+        order_by="(Post.created_at.desc(), Post.id.desc())",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+    __table_args__ = (
+        # Unique case-insensitively; also serve GetUserByEmail and AuthenticateUser.
+        Index("uq_users_lower_email", func.lower(email), unique=True),
+        Index("uq_users_lower_username", func.lower(username), unique=True),
+        # ListUsers: newest first, optionally filtered by is_active.
+        Index("ix_users_created_at_id", created_at.desc(), id.desc()),
+        Index("ix_users_is_active_created_at_id", is_active, created_at.desc(), id.desc()),
+        # ListUsers query: ILIKE '%...%' served by trigram indexes.
+        Index("ix_users_email_trgm", email, postgresql_using="gin",
+              postgresql_ops={"email": "gin_trgm_ops"}),
+        Index("ix_users_username_trgm", username, postgresql_using="gin",
+              postgresql_ops={"username": "gin_trgm_ops"}),
+    )
+
+
+class Post(Base):
+    __tablename__ = "posts"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    author_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE")
+    )
+    title: Mapped[str] = mapped_column(String(200))
+    content: Mapped[str] = mapped_column(Text)
+    published: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+
+    author: Mapped[User] = relationship(back_populates="posts")
+
+    __table_args__ = (
+        # ListPosts / StreamPosts orderings, alone or with one filter.
+        Index("ix_posts_created_at_id", created_at.desc(), id.desc()),
+        Index("ix_posts_author_id_created_at_id", author_id, created_at.desc(), id.desc()),
+        Index("ix_posts_published_created_at_id", published, created_at.desc(), id.desc()),
+        Index("ix_posts_title_trgm", title, postgresql_using="gin",
+              postgresql_ops={"title": "gin_trgm_ops"}),
+    )

@@ -1,0 +1,76 @@
+"""What the repositories return: plain, immutable records, free of any database or gRPC type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    id: int
+    email: str
+    username: str
+    is_active: bool
+    is_superuser: bool
+    created_at: datetime
+    updated_at: datetime | None
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class PostRecord:
+    id: int
+    author_id: int
+    title: str
+    content: str
+    published: bool
+    created_at: datetime
+    updated_at: datetime | None
+    version: int
+    author: UserRecord
+
+
+@dataclass(frozen=True, slots=True)
+class NewPost:
+    """A validated post to create."""
+
+    author_id: int
+    title: str
+    content: str
+    published: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UserWithPosts:
+    user: UserRecord
+    posts: list[PostRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """A user and their password hash: only the password check ever sees this."""
+
+    user: UserRecord
+    hashed_password: str
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_page_token: str
+
+
+def etag_of(version: int) -> str:
+    """The etag clients see for a row version. Opaque to clients; parsed back by `version_of`."""
+    return f"v{version}"
+
+
+def version_of(etag: str) -> int | None:
+    """The row version an etag names, or None when it is not one of ours."""
+    if len(etag) < 2 or etag[0] != "v" or not etag[1:].isdigit() or len(etag) > 12:
+        return None
+    return int(etag[1:])

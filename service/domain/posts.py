@@ -1,0 +1,64 @@
+"""Post use cases: the rules between a validated request and the repositories."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from service.domain.entities import NewPost, Page, PostRecord, version_of
+from service.domain.errors import StaleEtag, post_not_found
+from service.domain.paging import PageTokens
+from service.repositories.posts import PostRepository
+
+
+class Posts:
+    def __init__(self, tokens: PageTokens) -> None:
+        self._posts = PostRepository()
+        self._tokens = tokens
+
+    async def create(self, post: NewPost) -> PostRecord:
+        (created,) = await self._posts.create_many([post])
+        return created
+
+    async def create_many(self, posts: Sequence[NewPost]) -> list[PostRecord]:
+        return await self._posts.create_many(posts)
+
+    async def get(self, post_id: int) -> PostRecord:
+        post = await self._posts.get(post_id)
+        if post is None:
+            raise post_not_found(post_id)
+        return post
+
+    async def list(
+        self,
+        *,
+        page_size: int,
+        page_token: str,
+        author_id: int | None,
+        published: bool | None,
+        query: str,
+    ) -> Page[PostRecord]:
+        filters: dict[str, object] = {"author_id": author_id, "published": published, "query": query}
+        after = self._tokens.parse(page_token, "posts", filters)
+        rows = await self._posts.list(
+            limit=page_size + 1, after=after, author_id=author_id, published=published, query=query
+        )
+        return self._tokens.page("posts", filters, rows, page_size)
+
+    async def update(self, post_id: int, values: dict[str, Any], etag: str) -> PostRecord:
+        expected = version_of(etag) if etag else None
+        if etag and expected is None:
+            raise StaleEtag(f"etag {etag!r} does not match post {post_id}")
+        post = await self._posts.update(post_id, values, expected_version=expected)
+        if post is not None:
+            return post
+        if await self._posts.exists(post_id):
+            raise StaleEtag(f"post {post_id} was changed since etag {etag!r}: read it again")
+        raise post_not_found(post_id)
+
+    async def delete(self, post_id: int) -> None:
+        if not await self._posts.delete(post_id):
+            raise post_not_found(post_id)
+
+    def stream(self, *, author_id: int | None, published: bool | None) -> AsyncIterator[PostRecord]:
+        return self._posts.stream(author_id=author_id, published=published)

@@ -1,0 +1,88 @@
+"""User use cases: the rules between a validated request and the repositories."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.domain.entities import Page, UserRecord, UserWithPosts, version_of
+from service.domain.errors import (
+    StaleEtag,
+    Unauthenticated,
+    user_not_found,
+    user_not_found_by_email,
+)
+from service.domain.paging import PageTokens
+from service.domain.passwords import Passwords
+from service.repositories.posts import PostRepository
+from service.repositories.users import UserRepository
+
+_BAD_LOGIN = "login or password is incorrect"
+
+
+class Users:
+    def __init__(self, passwords: Passwords, tokens: PageTokens) -> None:
+        self._users = UserRepository()
+        self._posts = PostRepository()
+        self._passwords = passwords
+        self._tokens = tokens
+
+    async def create(self, *, email: str, username: str, password: str, is_superuser: bool) -> UserRecord:
+        hashed = await self._passwords.hash(password)
+        return await self._users.create(
+            email=email, username=username, hashed_password=hashed, is_superuser=is_superuser
+        )
+
+    async def get(self, user_id: int) -> UserRecord:
+        user = await self._users.get(user_id)
+        if user is None:
+            raise user_not_found(user_id)
+        return user
+
+    async def get_with_posts(self, user_id: int) -> UserWithPosts:
+        user = await self.get(user_id)
+        return UserWithPosts(user, await self._posts.by_author(user))
+
+    async def get_by_email(self, email: str) -> UserRecord:
+        user = await self._users.get_by_email(email)
+        if user is None:
+            raise user_not_found_by_email(email)
+        return user
+
+    async def list(
+        self, *, page_size: int, page_token: str, query: str, is_active: bool | None
+    ) -> Page[UserRecord]:
+        filters: dict[str, object] = {"query": query, "is_active": is_active}
+        after = self._tokens.parse(page_token, "users", filters)
+        rows = await self._users.list(limit=page_size + 1, after=after, query=query, is_active=is_active)
+        return self._tokens.page("users", filters, rows, page_size)
+
+    async def update(self, user_id: int, values: dict[str, Any], etag: str) -> UserRecord:
+        expected = version_of(etag) if etag else None
+        if etag and expected is None:
+            raise StaleEtag(f"etag {etag!r} does not match user {user_id}")
+        user = await self._users.update(user_id, values, expected_version=expected)
+        if user is not None:
+            return user
+        if await self._users.exists(user_id):
+            raise StaleEtag(f"user {user_id} was changed since etag {etag!r}: read it again")
+        raise user_not_found(user_id)
+
+    async def change_password(self, user_id: int, new_password: str) -> None:
+        hashed = await self._passwords.hash(new_password)
+        if not await self._users.set_password(user_id, hashed):
+            raise user_not_found(user_id)
+
+    async def delete(self, user_id: int) -> None:
+        if not await self._users.delete(user_id):
+            raise user_not_found(user_id)
+
+    async def authenticate(self, login: str, password: str) -> UserRecord:
+        """The user, or the same UNAUTHENTICATED for a wrong password, unknown login or inactive user."""
+        found = await self._users.credentials(login)
+        # Unknown logins are verified against a dummy hash: every failure costs the same.
+        ok = await self._passwords.verify(found.hashed_password if found else None, password)
+        if found is None or not ok or not found.user.is_active:
+            raise Unauthenticated(_BAD_LOGIN, reason="INVALID_CREDENTIALS")
+        if self._passwords.needs_rehash(found.hashed_password):
+            await self._users.set_password(found.user.id, await self._passwords.hash(password))
+        return found.user

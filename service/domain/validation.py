@@ -1,0 +1,121 @@
+"""SPEC's validation rules, collecting every violation of a request before failing it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Self
+
+from service.domain.errors import FieldViolation, InvalidArgument
+
+# Plausible, not RFC 5322: one @, no spaces, a dotted domain with a 2+ letter TLD.
+_EMAIL = re.compile(r"^[^@\s]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
+_USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,100}$")
+
+EMAIL_MAX = 255
+PASSWORD_MIN, PASSWORD_MAX = 8, 1024
+TITLE_MAX = 200
+CONTENT_MAX = 100_000
+PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX = 50, 1000
+BATCH_MAX = 1000
+QUERY_MAX = 255
+
+
+class Violations:
+    """Accumulates field violations; `raise_if_any` fails the request with all of them."""
+
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        self.items.append(FieldViolation(field, description))
+
+    def extend(self, other: Iterable[FieldViolation]) -> None:
+        self.items.extend(other)
+
+    def check(self, ok: bool, field: str, description: str) -> bool:
+        if not ok:
+            self.add(field, description)
+        return ok
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise InvalidArgument(self.items)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.raise_if_any()
+
+
+def _no_nul(v: Violations, field: str, value: str) -> bool:
+    return v.check("\x00" not in value, field, "must not contain NUL characters")
+
+
+def email(v: Violations, field: str, value: str) -> None:
+    if not _no_nul(v, field, value):
+        return
+    if not value:
+        v.add(field, "is required")
+    elif len(value) > EMAIL_MAX:
+        v.add(field, f"must be at most {EMAIL_MAX} characters")
+    elif not _EMAIL.match(value):
+        v.add(field, "must be a valid email address such as name@example.com")
+
+
+def username(v: Violations, field: str, value: str) -> None:
+    if not _no_nul(v, field, value):
+        return
+    if not _USERNAME.match(value):
+        v.add(field, "must be 3 to 100 characters of letters, digits, '_', '.' or '-'")
+
+
+def password(v: Violations, field: str, value: str) -> None:
+    if not _no_nul(v, field, value):
+        return
+    if not PASSWORD_MIN <= len(value) <= PASSWORD_MAX:
+        v.add(field, f"must be {PASSWORD_MIN} to {PASSWORD_MAX} characters")
+
+
+def title(v: Violations, field: str, value: str) -> None:
+    if not _no_nul(v, field, value):
+        return
+    if not value.strip():
+        v.add(field, "must not be empty or blank")
+    elif len(value) > TITLE_MAX:
+        v.add(field, f"must be at most {TITLE_MAX} characters")
+
+
+def content(v: Violations, field: str, value: str) -> None:
+    if not _no_nul(v, field, value):
+        return
+    if not value:
+        v.add(field, "must not be empty")
+    elif len(value) > CONTENT_MAX:
+        v.add(field, f"must be at most {CONTENT_MAX} characters")
+
+
+def search_query(v: Violations, field: str, value: str) -> None:
+    if _no_nul(v, field, value):
+        v.check(len(value) <= QUERY_MAX, field, f"must be at most {QUERY_MAX} characters")
+
+
+def login(v: Violations, field: str, value: str) -> None:
+    """Any string may be tried as a login; only NUL (which PostgreSQL cannot store) is refused."""
+    _no_nul(v, field, value)
+
+
+def resource_id(v: Violations, field: str, value: int) -> None:
+    v.check(value > 0, field, "must be a positive id")
+
+
+def page_size(v: Violations, field: str, value: int) -> int:
+    """SPEC's paging rule: 0 means the default, above the maximum is clamped, negative is refused."""
+    if value < 0:
+        v.add(field, "must not be negative")
+        return PAGE_SIZE_DEFAULT
+    if value == 0:
+        return PAGE_SIZE_DEFAULT
+    return min(value, PAGE_SIZE_MAX)

@@ -1,0 +1,70 @@
+"""One way to write a server interceptor: an async context manager around each call.
+
+In grpc.aio `intercept_service` runs while the handler is being looked up, before the call
+itself, so anything that must span the call (a session, a timer, error mapping) wraps the
+behaviour of the RpcMethodHandler it returns. This module does that once, for unary and
+server-streaming methods alike; each interceptor only says what happens around a call.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import grpc
+from grpc import aio
+
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+
+
+class CallInterceptor(aio.ServerInterceptor, abc.ABC):  # type: ignore[misc]
+    def applies_to(self, method: str) -> bool:
+        """Whether to wrap calls of `method` ("/package.Service/Method"). Default: all."""
+        return True
+
+    @abc.abstractmethod
+    def around(self, method: str, context: aio.ServicerContext[Any, Any]) -> AbstractAsyncContextManager[None]:
+        """What happens around one call: code before `yield`, after it, and on exceptions."""
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        if handler is None or not self.applies_to(method):
+            return handler
+        return wrap_handler(handler, lambda context: self.around(method, context))
+
+
+def wrap_handler(
+    handler: grpc.RpcMethodHandler,
+    around: Callable[[aio.ServicerContext[Any, Any]], AbstractAsyncContextManager[None]],
+) -> grpc.RpcMethodHandler:
+    if handler.unary_unary is not None:
+        unary = handler.unary_unary
+
+        async def unary_unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+            async with around(context):
+                return await unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream is not None:
+        stream = handler.unary_stream
+
+        async def unary_stream(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            async with around(context):
+                async for response in stream(request, context):
+                    yield response
+
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler  # client- and bidi-streaming: none in our API (reflection is one, left as is)

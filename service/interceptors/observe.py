@@ -1,0 +1,74 @@
+"""Request ids, the one log line per call, and call metrics: the outermost interceptor."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from service import logs, metrics
+from service.api import STREAMING_METHODS
+from service.interceptors.base import CallInterceptor
+
+log = logging.getLogger("service.calls")
+
+REQUEST_ID_HEADER = "x-request-id"
+_MAX_REQUEST_ID = 128
+
+
+def _incoming_request_id(context: aio.ServicerContext[Any, Any]) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_HEADER and isinstance(value, str):
+            value = value.strip()
+            if 0 < len(value) <= _MAX_REQUEST_ID and value.isprintable():
+                return value
+    return None
+
+
+class ObserveInterceptor(CallInterceptor):
+    def __init__(self, *, metrics_enabled: bool) -> None:
+        self._metrics = metrics_enabled
+
+    @asynccontextmanager
+    async def around(self, method: str, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
+        rid = _incoming_request_id(context) or uuid.uuid4().hex
+        token = logs.request_id.set(rid)
+        _, service, name = method.split("/", 2)
+        kind = "server_stream" if method in STREAMING_METHODS else "unary"
+        if self._metrics:
+            metrics.started.labels(kind, service, name).inc()
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            await context.send_initial_metadata(((REQUEST_ID_HEADER, rid),))
+            yield
+        except aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except BaseException:
+            code = grpc.StatusCode.UNKNOWN
+            raise
+        finally:
+            elapsed = time.perf_counter() - start
+            code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+            if self._metrics:
+                metrics.handled.labels(kind, service, name, code_name).inc()
+                metrics.handling_seconds.labels(kind, service, name).observe(elapsed)
+            log.info(
+                "%s %s %.1fms",
+                method,
+                code_name,
+                elapsed * 1000,
+                extra={"method": method, "code": code_name, "duration_ms": round(elapsed * 1000, 3)},
+            )
+            logs.request_id.reset(token)

@@ -1,0 +1,70 @@
+"""One session and one transaction per call, bounded by the call's deadline.
+
+Commit when the handler returns; roll back when it raises, aborts or is cancelled; always
+give the connection back to the pool. NO_SIDE_EFFECTS methods get a session on the read
+pool, whose connections PostgreSQL keeps read-only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from grpc import aio
+
+from service.api import API_METHODS, READ_ONLY_METHODS, STREAMING_METHODS
+from service.db import errors as db_errors
+from service.db.engine import Database
+from service.db.session import bind_session, unbind_session
+from service.domain.errors import DeadlineExceeded
+from service.interceptors.base import CallInterceptor
+
+
+class SessionInterceptor(CallInterceptor):
+    def __init__(self, database: Database, default_timeout: float) -> None:
+        self._db = database
+        self._default_timeout = default_timeout
+
+    def applies_to(self, method: str) -> bool:
+        return method in API_METHODS
+
+    @asynccontextmanager
+    async def around(self, method: str, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
+        read_only = method in READ_ONLY_METHODS
+        session = (self._db.read_sessions if read_only else self._db.write_sessions)()
+        token = bind_session(session)
+        remaining = context.time_remaining()
+        # The deadline cancels the running statement: cancelling asyncpg's await sends
+        # PostgreSQL a cancel request, so no statement outlives its call. Costs no round trip.
+        # Streams may run as long as their client lets them: only its own deadline applies.
+        budget: float | None = None if method in STREAMING_METHODS else self._default_timeout
+        if remaining is not None:
+            budget = max(remaining, 0.0)
+        try:
+            async with asyncio.timeout(budget):
+                yield
+                if not read_only:
+                    await session.commit()
+        except TimeoutError:
+            await _shielded_rollback(session)
+            raise DeadlineExceeded("the deadline passed before the call completed") from None
+        except BaseException as error:
+            await _shielded_rollback(session)
+            translated = db_errors.translate(error) if isinstance(error, Exception) else None
+            if translated is not None and translated is not error:
+                raise translated from error
+            raise
+        finally:
+            unbind_session(token)
+            await asyncio.shield(session.close())
+
+
+async def _shielded_rollback(session: Any) -> None:
+    # Shielded so a second cancellation cannot leave the connection mid-rollback; a
+    # rollback that fails (connection lost) just invalidates the connection.
+    try:
+        await asyncio.shield(session.rollback())
+    except Exception:  # noqa: BLE001 - the original error is the one worth reporting
+        pass

@@ -1,0 +1,89 @@
+"""Domain records to protobuf messages, and update masks from protobuf to field lists."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf import field_mask_pb2, timestamp_pb2
+from google.protobuf.message import Message
+
+from blog.v1 import resources_pb2
+from service.domain import validation
+from service.domain.entities import PostRecord, UserRecord, etag_of
+
+
+def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def user_message(user: UserRecord, posts: list[PostRecord] | None = None) -> resources_pb2.User:
+    message = resources_pb2.User(
+        id=user.id,
+        email=user.email,
+        username=user.username,
+        is_active=user.is_active,
+        is_superuser=user.is_superuser,
+        created_at=timestamp(user.created_at),
+        etag=etag_of(user.version),
+    )
+    if user.updated_at is not None:
+        message.updated_at.CopyFrom(timestamp(user.updated_at))
+    if posts:
+        message.posts.extend(post_message(post) for post in posts)
+    return message
+
+
+def post_message(post: PostRecord) -> resources_pb2.Post:
+    message = resources_pb2.Post(
+        id=post.id,
+        author_id=post.author_id,
+        title=post.title,
+        content=post.content,
+        published=post.published,
+        created_at=timestamp(post.created_at),
+        etag=etag_of(post.version),
+        author=user_message(post.author),
+    )
+    if post.updated_at is not None:
+        message.updated_at.CopyFrom(timestamp(post.updated_at))
+    return message
+
+
+def masked_fields(
+    request: Message,
+    resource: Message,
+    resource_field: str,
+    updatable: tuple[str, ...],
+    v: validation.Violations,
+) -> list[str]:
+    """The fields an Update changes (AIP-134).
+
+    With an update_mask: its paths, each one of `updatable`, or "*" for all of them.
+    Without one: every updatable field set to a non-default value.
+    """
+    if request.HasField("update_mask"):
+        mask: field_mask_pb2.FieldMask = request.update_mask  # type: ignore[attr-defined]
+        paths = list(mask.paths)
+        if paths == ["*"]:
+            return list(updatable)
+        fields: list[str] = []
+        for i, path in enumerate(paths):
+            name = path.removeprefix(f"{resource_field}.")
+            if name not in updatable:
+                v.add(
+                    f"update_mask.paths[{i}]",
+                    f"{path!r} is not an updatable field; use one of {', '.join(updatable)} or '*'",
+                )
+            elif name not in fields:
+                fields.append(name)
+        v.check(bool(paths), "update_mask.paths", "must name at least one field, or '*'")
+        return fields
+    fields = [name for name in updatable if getattr(resource, name)]
+    v.check(
+        bool(fields),
+        "update_mask",
+        f"nothing to update: set a field or send an update_mask naming {', '.join(updatable)}",
+    )
+    return fields

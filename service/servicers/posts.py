@@ -1,0 +1,112 @@
+"""blog.v1.PostService: validates requests, calls the post use cases, builds responses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from google.protobuf import empty_pb2
+from grpc import aio
+
+from blog.v1 import post_service_pb2, post_service_pb2_grpc, resources_pb2
+from service.domain import validation as check
+from service.domain.entities import NewPost
+from service.domain.posts import Posts
+from service.servicers.convert import masked_fields, post_message
+
+Context = aio.ServicerContext[Any, Any]
+POST_FIELDS = ("title", "content", "published")
+
+
+def _new_post(v: check.Violations, prefix: str, request: post_service_pb2.CreatePostRequest) -> NewPost:
+    check.resource_id(v, f"{prefix}author_id", request.author_id)
+    check.title(v, f"{prefix}title", request.title)
+    check.content(v, f"{prefix}content", request.content)
+    return NewPost(request.author_id, request.title, request.content, request.published)
+
+
+class PostServicer(post_service_pb2_grpc.PostServiceServicer):
+    def __init__(self, posts: Posts) -> None:
+        self._posts = posts
+
+    async def CreatePost(
+        self, request: post_service_pb2.CreatePostRequest, context: Context
+    ) -> resources_pb2.Post:
+        with check.Violations() as v:
+            post = _new_post(v, "", request)
+        return post_message(await self._posts.create(post))
+
+    async def GetPost(
+        self, request: post_service_pb2.GetPostRequest, context: Context
+    ) -> resources_pb2.Post:
+        with check.Violations() as v:
+            check.resource_id(v, "id", request.id)
+        return post_message(await self._posts.get(request.id))
+
+    async def ListPosts(
+        self, request: post_service_pb2.ListPostsRequest, context: Context
+    ) -> post_service_pb2.ListPostsResponse:
+        with check.Violations() as v:
+            page_size = check.page_size(v, "page_size", request.page_size)
+            check.search_query(v, "query", request.query)
+            if request.HasField("author_id"):
+                check.resource_id(v, "author_id", request.author_id)
+        page = await self._posts.list(
+            page_size=page_size,
+            page_token=request.page_token,
+            author_id=request.author_id if request.HasField("author_id") else None,
+            published=request.published if request.HasField("published") else None,
+            query=request.query,
+        )
+        return post_service_pb2.ListPostsResponse(
+            posts=[post_message(p) for p in page.items], next_page_token=page.next_page_token
+        )
+
+    async def UpdatePost(
+        self, request: post_service_pb2.UpdatePostRequest, context: Context
+    ) -> resources_pb2.Post:
+        post = request.post
+        with check.Violations() as v:
+            check.resource_id(v, "post.id", post.id)
+            fields = masked_fields(request, post, "post", POST_FIELDS, v)
+            if "title" in fields:
+                check.title(v, "post.title", post.title)
+            if "content" in fields:
+                check.content(v, "post.content", post.content)
+            check.login(v, "post.etag", post.etag)
+        values = {name: getattr(post, name) for name in fields}
+        return post_message(await self._posts.update(post.id, values, post.etag))
+
+    async def DeletePost(
+        self, request: post_service_pb2.DeletePostRequest, context: Context
+    ) -> empty_pb2.Empty:
+        with check.Violations() as v:
+            check.resource_id(v, "id", request.id)
+        await self._posts.delete(request.id)
+        return empty_pb2.Empty()
+
+    async def BatchCreatePosts(
+        self, request: post_service_pb2.BatchCreatePostsRequest, context: Context
+    ) -> post_service_pb2.BatchCreatePostsResponse:
+        with check.Violations() as v:
+            count = len(request.requests)
+            v.check(
+                1 <= count <= check.BATCH_MAX,
+                "requests",
+                f"must hold 1 to {check.BATCH_MAX} posts, not {count}",
+            )
+            posts = [_new_post(v, f"requests[{i}].", r) for i, r in enumerate(request.requests)]
+        created = await self._posts.create_many(posts)
+        return post_service_pb2.BatchCreatePostsResponse(posts=[post_message(p) for p in created])
+
+    async def StreamPosts(
+        self, request: post_service_pb2.StreamPostsRequest, context: Context
+    ) -> AsyncIterator[resources_pb2.Post]:
+        with check.Violations() as v:
+            if request.HasField("author_id"):
+                check.resource_id(v, "author_id", request.author_id)
+        async for post in self._posts.stream(
+            author_id=request.author_id if request.HasField("author_id") else None,
+            published=request.published if request.HasField("published") else None,
+        ):
+            yield post_message(post)

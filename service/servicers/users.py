@@ -1,0 +1,114 @@
+"""blog.v1.UserService: validates requests, calls the user use cases, builds responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import empty_pb2
+from grpc import aio
+
+from blog.v1 import resources_pb2, user_service_pb2, user_service_pb2_grpc
+from service.domain import validation as check
+from service.domain.users import Users
+from service.servicers.convert import masked_fields, user_message
+
+Context = aio.ServicerContext[Any, Any]
+USER_FIELDS = ("email", "username", "is_active", "is_superuser")
+
+
+class UserServicer(user_service_pb2_grpc.UserServiceServicer):
+    def __init__(self, users: Users) -> None:
+        self._users = users
+
+    async def CreateUser(
+        self, request: user_service_pb2.CreateUserRequest, context: Context
+    ) -> resources_pb2.User:
+        with check.Violations() as v:
+            check.email(v, "email", request.email)
+            check.username(v, "username", request.username)
+            check.password(v, "password", request.password)
+        user = await self._users.create(
+            email=request.email,
+            username=request.username,
+            password=request.password,
+            is_superuser=request.is_superuser,
+        )
+        return user_message(user)
+
+    async def GetUser(
+        self, request: user_service_pb2.GetUserRequest, context: Context
+    ) -> resources_pb2.User:
+        with check.Violations() as v:
+            check.resource_id(v, "id", request.id)
+            v.check(
+                request.view in resources_pb2.UserView.values(), "view", "is not a known UserView"
+            )
+        if request.view == resources_pb2.USER_VIEW_WITH_POSTS:
+            found = await self._users.get_with_posts(request.id)
+            return user_message(found.user, found.posts)
+        return user_message(await self._users.get(request.id))
+
+    async def GetUserByEmail(
+        self, request: user_service_pb2.GetUserByEmailRequest, context: Context
+    ) -> resources_pb2.User:
+        with check.Violations() as v:
+            check.email(v, "email", request.email)
+        return user_message(await self._users.get_by_email(request.email))
+
+    async def ListUsers(
+        self, request: user_service_pb2.ListUsersRequest, context: Context
+    ) -> user_service_pb2.ListUsersResponse:
+        with check.Violations() as v:
+            page_size = check.page_size(v, "page_size", request.page_size)
+            check.search_query(v, "query", request.query)
+        page = await self._users.list(
+            page_size=page_size,
+            page_token=request.page_token,
+            query=request.query,
+            is_active=request.is_active if request.HasField("is_active") else None,
+        )
+        return user_service_pb2.ListUsersResponse(
+            users=[user_message(u) for u in page.items], next_page_token=page.next_page_token
+        )
+
+    async def UpdateUser(
+        self, request: user_service_pb2.UpdateUserRequest, context: Context
+    ) -> resources_pb2.User:
+        user = request.user
+        with check.Violations() as v:
+            check.resource_id(v, "user.id", user.id)
+            fields = masked_fields(request, user, "user", USER_FIELDS, v)
+            if "email" in fields:
+                check.email(v, "user.email", user.email)
+            if "username" in fields:
+                check.username(v, "user.username", user.username)
+            check.login(v, "user.etag", user.etag)
+        values = {name: getattr(user, name) for name in fields}
+        return user_message(await self._users.update(user.id, values, user.etag))
+
+    async def ChangePassword(
+        self, request: user_service_pb2.ChangePasswordRequest, context: Context
+    ) -> empty_pb2.Empty:
+        with check.Violations() as v:
+            check.resource_id(v, "id", request.id)
+            check.password(v, "new_password", request.new_password)
+        await self._users.change_password(request.id, request.new_password)
+        return empty_pb2.Empty()
+
+    async def DeleteUser(
+        self, request: user_service_pb2.DeleteUserRequest, context: Context
+    ) -> empty_pb2.Empty:
+        with check.Violations() as v:
+            check.resource_id(v, "id", request.id)
+        await self._users.delete(request.id)
+        return empty_pb2.Empty()
+
+    async def AuthenticateUser(
+        self, request: user_service_pb2.AuthenticateUserRequest, context: Context
+    ) -> resources_pb2.User:
+        with check.Violations() as v:
+            v.check(bool(request.login), "login", "is required")
+            check.login(v, "login", request.login)
+            v.check(bool(request.password), "password", "is required")
+            check.login(v, "password", request.password)
+        return user_message(await self._users.authenticate(request.login, request.password))
