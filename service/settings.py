@@ -18,9 +18,7 @@ class Settings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
     )
 
-    database_url: str = Field(
-        default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres", alias="DATABASE_URL"
-    )
+    database_url: str = Field(alias="DATABASE_URL")
     database_replica_url: str | None = Field(default=None, alias="DATABASE_REPLICA_URL")
     db_pgbouncer: bool = Field(default=False, alias="DB_PGBOUNCER")
     db_echo: bool = Field(default=False, alias="DB_ECHO")

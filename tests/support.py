@@ -1,0 +1,138 @@
+"""Test helpers: reading rich errors, starting the server as a real process, waiting."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Cheap Argon2 for tests; the production default is OWASP's minimum (19 MiB, t=2).
+FAST_ARGON2 = {"ARGON2_MEMORY_KIB": "1024", "ARGON2_TIME_COST": "1"}
+
+
+@dataclass
+class RichError:
+    code: grpc.StatusCode
+    message: str
+    reason: str
+    domain: str
+    violations: dict[str, str]
+
+
+def rich_error(error: grpc.RpcError) -> RichError:
+    """The status, ErrorInfo and BadRequest a client reads from a failed call."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    reason = domain = ""
+    violations: dict[str, str] = {}
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason, domain = info.reason, info.domain
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations = {v.field: v.description for v in bad.field_violations}
+    return RichError(error.code(), error.details() or "", reason, domain, violations)  # type: ignore[attr-defined]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """`python -m service` as a child process, as an operator runs it."""
+
+    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.env = {**os.environ, **FAST_ARGON2, "GRPC_PORT": str(self.port), **env}
+        self.process: subprocess.Popen[str] | None = None
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"blog-server-{self.port}.log"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, wait_serving: bool = True, timeout: float = 20.0) -> ServerProcess:
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        if wait_serving:
+            wait_for_health(self.address, health_pb2.HealthCheckResponse.SERVING, timeout, self)
+        return self
+
+    def output(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def stop(self) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(10)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def health_status(address: str, timeout: float = 1.0, credentials: Any = None) -> int | None:
+    channel = (
+        grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)
+    )
+    try:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return int(stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout).status)
+    except grpc.RpcError:
+        return None
+    finally:
+        channel.close()
+
+
+def wait_for_health(
+    address: str, status: int, timeout: float, process: ServerProcess | None = None
+) -> float:
+    """Seconds until health reports `status`; fails the test after `timeout`."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if health_status(address) == status:
+            return time.monotonic() - start
+        if process and process.process and process.process.poll() is not None:
+            raise AssertionError(f"server exited {process.process.returncode}:\n{process.output()}")
+        time.sleep(0.05)
+    raise AssertionError(f"health never became {status} within {timeout}s")
