@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from blog.v1 import post_service_pb2, user_service_pb2
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.descriptor_pb2 import MethodOptions
-
-from blog.v1 import post_service_pb2, user_service_pb2
 
 SERVICES: tuple[ServiceDescriptor, ...] = (
     user_service_pb2.DESCRIPTOR.services_by_name["UserService"],

@@ -33,8 +33,11 @@ class Health:
         self._serving = serving
         for name in self._names:
             await self.servicer.set(name, SERVING if serving else NOT_SERVING)
-        log.log(logging.INFO if serving else logging.WARNING,
-                "health: %s", "SERVING" if serving else "NOT_SERVING (database unreachable)")
+        log.log(
+            logging.INFO if serving else logging.WARNING,
+            "health: %s",
+            "SERVING" if serving else "NOT_SERVING (database unreachable)",
+        )
 
     async def probe(self) -> bool:
         """One `SELECT 1` on each pool, bounded in time."""
@@ -44,7 +47,7 @@ class Health:
                     async with engine.connect() as connection:
                         await connection.execute(text("SELECT 1"))
             return True
-        except Exception as error:  # noqa: BLE001 - any failure means not serving
+        except Exception as error:
             log.debug("database probe failed: %s", error)
             return False
 

@@ -8,10 +8,10 @@ import os
 import signal
 
 import grpc
+from blog.v1 import post_service_pb2_grpc, user_service_pb2_grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2_grpc
 
-from blog.v1 import post_service_pb2_grpc, user_service_pb2_grpc
 from service import metrics, reflection
 from service.api import SERVICES
 from service.db.engine import Database, create_database
@@ -77,12 +77,12 @@ class Server:
         user_service_pb2_grpc.add_UserServiceServicer_to_server(
             UserServicer(Users(self.passwords, tokens)), self.grpc
         )
-        post_service_pb2_grpc.add_PostServiceServicer_to_server(PostServicer(Posts(tokens)), self.grpc)
+        post_service_pb2_grpc.add_PostServiceServicer_to_server(
+            PostServicer(Posts(tokens)), self.grpc
+        )
         self.health = Health(self.database)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.grpc)
-        reflection.enable(
-            self.grpc, [*(s.full_name for s in SERVICES), "grpc.health.v1.Health"]
-        )
+        reflection.enable(self.grpc, [*(s.full_name for s in SERVICES), "grpc.health.v1.Health"])
         address = f"{settings.grpc_host}:{settings.grpc_port}"
         credentials = _credentials(settings)
         if credentials is None:

@@ -43,7 +43,9 @@ class Settings(BaseSettings):
         default="INFO", alias="LOG_LEVEL"
     )
     log_format: Literal["text", "json"] = Field(default="text", alias="LOG_FORMAT")
-    shutdown_grace_seconds: float = Field(default=10.0, ge=0, le=3600, alias="SHUTDOWN_GRACE_SECONDS")
+    shutdown_grace_seconds: float = Field(
+        default=10.0, ge=0, le=3600, alias="SHUTDOWN_GRACE_SECONDS"
+    )
     default_timeout_seconds: float = Field(
         default=30.0, gt=0, le=86400, alias="DEFAULT_TIMEOUT_SECONDS"
     )

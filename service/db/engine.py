@@ -12,8 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
+from service.repositories.base import DIRECT
 from service.settings import Settings
 
 
@@ -73,9 +79,12 @@ def create_database(settings: Settings) -> Database:
         settings, settings.database_replica_url or settings.database_url, read_only=True
     )
     options: dict[str, Any] = {"expire_on_commit": False, "autoflush": False}
+    # Autocommit read connections need no transaction bookkeeping: repositories may send
+    # their precompiled SQL straight to the driver (service.repositories.base).
+    direct = {DIRECT: not settings.db_pgbouncer}
     return Database(
         writer=writer,
         reader=reader,
         write_sessions=async_sessionmaker(writer, **options),
-        read_sessions=async_sessionmaker(reader, **options),
+        read_sessions=async_sessionmaker(reader, info=direct, **options),
     )

@@ -63,10 +63,18 @@ class User(Base):
         Index("ix_users_created_at_id", created_at.desc(), id.desc()),
         Index("ix_users_is_active_created_at_id", is_active, created_at.desc(), id.desc()),
         # ListUsers query: ILIKE '%...%' served by trigram indexes.
-        Index("ix_users_email_trgm", email, postgresql_using="gin",
-              postgresql_ops={"email": "gin_trgm_ops"}),
-        Index("ix_users_username_trgm", username, postgresql_using="gin",
-              postgresql_ops={"username": "gin_trgm_ops"}),
+        Index(
+            "ix_users_email_trgm",
+            email,
+            postgresql_using="gin",
+            postgresql_ops={"email": "gin_trgm_ops"},
+        ),
+        Index(
+            "ix_users_username_trgm",
+            username,
+            postgresql_using="gin",
+            postgresql_ops={"username": "gin_trgm_ops"},
+        ),
     )
 
 
@@ -74,9 +82,7 @@ class Post(Base):
     __tablename__ = "posts"
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    author_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("users.id", ondelete="CASCADE")
-    )
+    author_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"))
     title: Mapped[str] = mapped_column(String(200))
     content: Mapped[str] = mapped_column(Text)
     published: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
@@ -91,6 +97,10 @@ class Post(Base):
         Index("ix_posts_created_at_id", created_at.desc(), id.desc()),
         Index("ix_posts_author_id_created_at_id", author_id, created_at.desc(), id.desc()),
         Index("ix_posts_published_created_at_id", published, created_at.desc(), id.desc()),
-        Index("ix_posts_title_trgm", title, postgresql_using="gin",
-              postgresql_ops={"title": "gin_trgm_ops"}),
+        Index(
+            "ix_posts_title_trgm",
+            title,
+            postgresql_using="gin",
+            postgresql_ops={"title": "gin_trgm_ops"},
+        ),
     )

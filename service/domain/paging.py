@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
 
 from service.domain.entities import Page
-
 from service.domain.errors import FieldViolation, InvalidArgument
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -69,7 +68,10 @@ class PageTokens:
         if len(rows) <= page_size:
             return Page(list(rows), "")
         last = rows[page_size - 1]
-        return Page(list(rows[:page_size]), self.issue(collection, filters, Cursor(last.created_at, last.id)))
+        return Page(
+            list(rows[:page_size]),
+            self.issue(collection, filters, Cursor(last.created_at, last.id)),
+        )
 
     def parse(
         self, token: str, collection: str, filters: dict[str, object], field: str = "page_token"
@@ -86,7 +88,9 @@ class PageTokens:
             raise _bad(field, "is not a page token issued by this service")
         micros, row_id, digest = _LAYOUT.unpack(body)
         if not hmac.compare_digest(digest, self._filters_digest(collection, filters)):
-            raise _bad(field, "was issued for a different query: keep the filters of the first page")
+            raise _bad(
+                field, "was issued for a different query: keep the filters of the first page"
+            )
         return Cursor(_EPOCH + timedelta(microseconds=micros), row_id)
 
 

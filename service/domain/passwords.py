@@ -14,9 +14,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 
 class Passwords:
-    def __init__(
-        self, *, memory_kib: int, time_cost: int, parallelism: int, threads: int
-    ) -> None:
+    def __init__(self, *, memory_kib: int, time_cost: int, parallelism: int, threads: int) -> None:
         self._hasher = PasswordHasher(
             time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=Type.ID
         )

@@ -38,7 +38,11 @@ class Posts:
         published: bool | None,
         query: str,
     ) -> Page[PostRecord]:
-        filters: dict[str, object] = {"author_id": author_id, "published": published, "query": query}
+        filters: dict[str, object] = {
+            "author_id": author_id,
+            "published": published,
+            "query": query,
+        }
         after = self._tokens.parse(page_token, "posts", filters)
         rows = await self._posts.list(
             limit=page_size + 1, after=after, author_id=author_id, published=published, query=query

@@ -26,7 +26,9 @@ class Users:
         self._passwords = passwords
         self._tokens = tokens
 
-    async def create(self, *, email: str, username: str, password: str, is_superuser: bool) -> UserRecord:
+    async def create(
+        self, *, email: str, username: str, password: str, is_superuser: bool
+    ) -> UserRecord:
         hashed = await self._passwords.hash(password)
         return await self._users.create(
             email=email, username=username, hashed_password=hashed, is_superuser=is_superuser
@@ -53,7 +55,9 @@ class Users:
     ) -> Page[UserRecord]:
         filters: dict[str, object] = {"query": query, "is_active": is_active}
         after = self._tokens.parse(page_token, "users", filters)
-        rows = await self._users.list(limit=page_size + 1, after=after, query=query, is_active=is_active)
+        rows = await self._users.list(
+            limit=page_size + 1, after=after, query=query, is_active=is_active
+        )
         return self._tokens.page("users", filters, rows, page_size)
 
     async def update(self, user_id: int, values: dict[str, Any], etag: str) -> UserRecord:

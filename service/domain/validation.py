@@ -9,7 +9,9 @@ from typing import Self
 from service.domain.errors import FieldViolation, InvalidArgument
 
 # Plausible, not RFC 5322: one @, no spaces, a dotted domain with a 2+ letter TLD.
-_EMAIL = re.compile(r"^[^@\s]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
+_EMAIL = re.compile(
+    r"^[^@\s]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+)
 _USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,100}$")
 
 EMAIL_MAX = 255

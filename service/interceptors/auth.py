@@ -33,14 +33,19 @@ class AuthInterceptor(CallInterceptor):
         return matched
 
     @asynccontextmanager
-    async def around(self, method: str, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
+    async def around(
+        self, method: str, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
         header = ""
         for key, value in context.invocation_metadata() or ():
             if key == "authorization" and isinstance(value, str):
                 header = value
         scheme, _, credential = header.partition(" ")
         if not header:
-            raise Unauthenticated("missing authorization metadata: send 'authorization: Bearer <token>'", reason="MISSING_CREDENTIALS")
+            raise Unauthenticated(
+                "missing authorization metadata: send 'authorization: Bearer <token>'",
+                reason="MISSING_CREDENTIALS",
+            )
         if scheme.lower() != "bearer" or not self._accepts(credential.strip().encode()):
             raise Unauthenticated("invalid bearer token", reason="INVALID_TOKEN")
         yield

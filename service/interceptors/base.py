@@ -25,7 +25,9 @@ class CallInterceptor(aio.ServerInterceptor, abc.ABC):  # type: ignore[misc]
         return True
 
     @abc.abstractmethod
-    def around(self, method: str, context: aio.ServicerContext[Any, Any]) -> AbstractAsyncContextManager[None]:
+    def around(
+        self, method: str, context: aio.ServicerContext[Any, Any]
+    ) -> AbstractAsyncContextManager[None]:
         """What happens around one call: code before `yield`, after it, and on exceptions."""
 
     async def intercept_service(
@@ -57,7 +59,9 @@ def wrap_handler(
     if handler.unary_stream is not None:
         stream = handler.unary_stream
 
-        async def unary_stream(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        async def unary_stream(
+            request: Any, context: aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
             async with around(context):
                 async for response in stream(request, context):
                     yield response

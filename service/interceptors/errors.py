@@ -45,7 +45,10 @@ def _packed(message: Any) -> any_pb2.Any:
 
 
 def rich_status(
-    code: grpc.StatusCode, message: str, reason: str, violations: list[errors.FieldViolation] = ()  # type: ignore[assignment]
+    code: grpc.StatusCode,
+    message: str,
+    reason: str,
+    violations: list[errors.FieldViolation] = (),  # type: ignore[assignment]
 ) -> grpc.Status:
     details = [_packed(error_details_pb2.ErrorInfo(reason=reason, domain=errors.ERROR_DOMAIN))]
     if violations:
@@ -74,24 +77,33 @@ class ErrorInterceptor(CallInterceptor):
     """Domain errors become their status; anything unexpected becomes a bare INTERNAL."""
 
     @asynccontextmanager
-    async def around(self, method: str, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
+    async def around(
+        self, method: str, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
         try:
             yield
         except errors.DomainError as error:
-            await context.abort_with_status(status_of(error))
+            await _abort(context, status_of(error))
         except (aio.AbortError, aio.UsageError):
             raise
         except Exception:
             # The log line carries the request id (logging filter); the client gets no SQL,
             # no stack trace and no hash, only the id to quote.
             log.exception("unexpected error in %s", method)
-            await context.abort_with_status(
+            await _abort(
+                context,
                 rich_status(
                     grpc.StatusCode.INTERNAL,
                     "internal error; quote the x-request-id when reporting it",
                     "INTERNAL",
-                )
+                ),
             )
 
 
-assert code_pb2.INTERNAL == grpc.StatusCode.INTERNAL.value[0]
+async def _abort(context: aio.ServicerContext[Any, Any], status: grpc.Status) -> None:
+    # Like abort_with_status, but keeps the trailing metadata already set (the request id).
+    trailing = (*(context.trailing_metadata() or ()), *status.trailing_metadata)  # type: ignore[attr-defined]
+    await context.abort(status.code, status.details, trailing_metadata=trailing)  # type: ignore[attr-defined]
+
+
+assert grpc.StatusCode.INTERNAL.value[0] == code_pb2.INTERNAL

@@ -31,7 +31,9 @@ class SessionInterceptor(CallInterceptor):
         return method in API_METHODS
 
     @asynccontextmanager
-    async def around(self, method: str, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
+    async def around(
+        self, method: str, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
         read_only = method in READ_ONLY_METHODS
         session = (self._db.read_sessions if read_only else self._db.write_sessions)()
         token = bind_session(session)
@@ -66,5 +68,5 @@ async def _shielded_rollback(session: Any) -> None:
     # rollback that fails (connection lost) just invalidates the connection.
     try:
         await asyncio.shield(session.rollback())
-    except Exception:  # noqa: BLE001 - the original error is the one worth reporting
+    except Exception:
         pass

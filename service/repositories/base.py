@@ -1,55 +1,92 @@
-"""What every repository shares: the call's session, statement execution, keyset paging, search."""
+"""What every repository shares: statements compiled once, run on the call's session.
+
+Every statement is built once, at import, with named bind parameters (`Query`). Each call
+runs it one of two ways, decided by the call's session, never by the repository method:
+
+* in a read-only call the session's connection is an autocommit one that PostgreSQL keeps
+  read-only, so there is no transaction for SQLAlchemy to manage: the SQL compiled once is
+  sent straight to asyncpg (which keeps it prepared per connection). One round trip, and
+  none of the ORM's per-statement work, which dominates a primary-key read otherwise.
+* in a writing call the statement goes through `session.execute`, inside the call's
+  transaction (BEGIN ... COMMIT/ROLLBACK owned by the session interceptor).
+
+Either way a row reads the same: a tuple-like record indexed by position.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Row, Select, tuple_
+from sqlalchemy import ColumnElement, tuple_
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
-from sqlalchemy.sql.elements import ColumnClause
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.sql import Executable
 
 from service.db.session import current_session
-from service.domain.paging import Cursor
 
-Statement = Select[Any] | ReturningInsert[Any] | ReturningUpdate[Any] | ReturningDelete[Any]
+# Set in AsyncSession.info by the read session factory when its connections autocommit.
+DIRECT = "direct_driver_reads"
+_DIALECT = asyncpg_dialect()
+
+
+class Row(Protocol):
+    def __getitem__(self, index: Any) -> Any: ...
+    def __len__(self) -> int: ...
+
+
+class Query:
+    """A statement, and its SQL compiled once for asyncpg with the order of its parameters."""
+
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+        compiled = statement.compile(dialect=_DIALECT)
+        self.sql = compiled.string
+        self._names = tuple(compiled.positiontup or ())
+        self._defaults = dict(compiled.params)
+
+    def arguments(self, params: Mapping[str, Any]) -> list[Any]:
+        """The values of the statement's parameters, in order, from `params` or the defaults."""
+        return [params[n] if n in params else self._defaults[n] for n in self._names]
+
+    def named(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Only the parameters the statement takes (callers may pass unused ones)."""
+        return dict(zip(self._names, self.arguments(params), strict=True))
 
 
 class BaseRepository:
-    """Runs statements on the current call's session. Subclasses hold the SQL."""
+    """Runs `Query` objects on the current call's session. Subclasses hold the SQL."""
 
     @property
     def session(self) -> AsyncSession:
         return current_session()
 
-    async def _one(self, statement: Statement, params: dict[str, Any] | None = None) -> Row[Any] | None:
-        result = await self.session.execute(statement, params)
-        return result.first()
-
-    async def _all(self, statement: Statement, params: dict[str, Any] | None = None) -> Sequence[Row[Any]]:
-        result = await self.session.execute(statement, params)
+    async def _rows(self, query: Query, params: Mapping[str, Any]) -> Sequence[Row]:
+        session = self.session
+        if session.info.get(DIRECT):
+            connection = await session.connection()
+            raw = await connection.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            rows: Sequence[Row] = await driver.fetch(query.sql, *query.arguments(params))
+            return rows
+        result = await session.execute(query.statement, query.named(params))
         return result.all()
 
-    async def _scalar(self, statement: Any, params: dict[str, Any] | None = None) -> Any:
-        result = await self.session.execute(statement, params)
-        return result.scalar()
+    async def _one(self, query: Query, **params: Any) -> Row | None:
+        rows = await self._rows(query, params)
+        return rows[0] if rows else None
+
+    async def _all(self, query: Query, **params: Any) -> Sequence[Row]:
+        return await self._rows(query, params)
 
 
-def newest_first_after(
-    created_at: InstrumentedAttribute[Any], id_: InstrumentedAttribute[Any], cursor: Cursor | None
-) -> list[ColumnElement[bool]]:
-    """The keyset condition for the page after `cursor` in (created_at desc, id desc) order."""
-    if cursor is None:
-        return []
-    return [tuple_(created_at, id_) < tuple_(cursor.created_at, cursor.id)]
+def newest_first_after(created_at: Any, id_: Any, cursor_created_at: Any, cursor_id: Any) -> ColumnElement[bool]:
+    """The keyset condition for rows after a cursor in (created_at desc, id desc) order."""
+    return tuple_(created_at, id_) < tuple_(cursor_created_at, cursor_id)
 
 
-def contains_ignoring_case(column: ColumnClause[Any] | InstrumentedAttribute[Any], text: str) -> ColumnElement[bool]:
-    """`column` contains `text` case-insensitively, with % _ and \\ matching literally.
-
-    Written as ILIKE on the bare column so the pg_trgm GIN index on it can serve it.
-    """
+def like_pattern(text: str) -> str:
+    """An ILIKE pattern for "contains `text`", with % _ and \\ matching literally (ESCAPE '\\')."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return column.ilike(f"%{escaped}%", escape="\\")
+    return f"%{escaped}%"

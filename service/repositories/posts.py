@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from functools import cache
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    BindParameter,
-    Boolean,
-    Row,
-    Text,
-    bindparam,
-    delete,
-    func,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import BigInteger, Boolean, Select, Text, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from service.db.models import Post, User
 from service.domain.entities import NewPost, PostRecord, UserRecord
 from service.domain.errors import user_not_found
 from service.domain.paging import Cursor
-from service.repositories.base import BaseRepository, contains_ignoring_case, newest_first_after
+from service.repositories.base import BaseRepository, Query, Row, like_pattern, newest_first_after
 from service.repositories.users import USER_COLUMNS, user_from_row
 
 POST_COLUMNS = (
@@ -41,51 +30,117 @@ _WIDTH = len(POST_COLUMNS)
 STREAM_BATCH = 500
 
 
-def post_from_row(row: Row[Any], author: UserRecord | None = None) -> PostRecord:
+def post_from_row(row: Row, author: UserRecord | None = None) -> PostRecord:
     """A post from a row of POST_COLUMNS followed (unless `author` is given) by USER_COLUMNS."""
-    return PostRecord(*row[:_WIDTH], author=author or user_from_row(row, _WIDTH))
+    fields = row[:_WIDTH]
+    return PostRecord(*fields, author=author or user_from_row(row, _WIDTH))
 
 
-def _with_author(*where: Any) -> Any:
-    return select(*POST_COLUMNS, *USER_COLUMNS).join(User, User.id == Post.author_id).where(*where)
+def _with_author() -> Select[Any]:
+    return select(*POST_COLUMNS, *USER_COLUMNS).join(User, User.id == Post.author_id)
+
+
+def _filtered(statement: Select[Any], author_id: bool, published: bool) -> Select[Any]:
+    if author_id:
+        statement = statement.where(Post.author_id == bindparam("author_id"))
+    if published:
+        statement = statement.where(Post.published == bindparam("published"))
+    return statement
+
+
+# Rows travel as four arrays, so one statement (and one prepared plan) inserts one post or a
+# thousand. Rows whose author does not exist are skipped by the join; the caller compares counts.
+_SOURCE = select(
+    func.unnest(bindparam("author_ids", type_=ARRAY(BigInteger))).label("author_id"),
+    func.unnest(bindparam("titles", type_=ARRAY(Text))).label("title"),
+    func.unnest(bindparam("contents", type_=ARRAY(Text))).label("content"),
+    func.unnest(bindparam("published", type_=ARRAY(Boolean))).label("published"),
+).subquery("src")
+_CREATED = (
+    insert(Post)
+    .from_select(
+        ["author_id", "title", "content", "published"],
+        select(_SOURCE).join(User, User.id == _SOURCE.c.author_id),
+    )
+    .returning(*POST_COLUMNS)
+    .cte("created")
+)
+_CREATE_MANY = Query(
+    select(_CREATED, *USER_COLUMNS)
+    .join(User, User.id == _CREATED.c.author_id)
+    .order_by(_CREATED.c.id)  # identities are handed out in insertion order
+)
+_BY_ID = Query(_with_author().where(Post.id == bindparam("row_id")))
+_BY_AUTHOR = Query(
+    select(*POST_COLUMNS)
+    .where(Post.author_id == bindparam("author_id"))
+    .order_by(Post.created_at.desc(), Post.id.desc())
+)
+_EXISTS = Query(select(Post.id).where(Post.id == bindparam("row_id")))
+_DELETE = Query(delete(Post).where(Post.id == bindparam("row_id")).returning(Post.id))
+
+
+@cache
+def _list_query(after: bool, author_id: bool, published: bool, query: bool) -> Query:
+    """ListPosts for one combination of filters: a handful of shapes, each compiled once."""
+    statement = _filtered(_with_author(), author_id, published)
+    if after:
+        statement = statement.where(
+            newest_first_after(Post.created_at, Post.id, bindparam("after_created_at"), bindparam("after_id"))
+        )
+    if query:
+        statement = statement.where(Post.title.ilike(bindparam("pattern"), escape="\\"))
+    return Query(statement.order_by(Post.created_at.desc(), Post.id.desc()).limit(bindparam("limit")))
+
+
+@cache
+def _update_query(fields: tuple[str, ...], conditional: bool) -> Query:
+    """UpdatePost for one set of fields, optionally only at an expected version; with the author."""
+    changed = (
+        update(Post)
+        .where(Post.id == bindparam("row_id"))
+        .values(
+            {
+                **{name: bindparam(f"new_{name}") for name in fields},
+                "version": Post.version + 1,
+                "updated_at": func.now(),
+            }
+        )
+        .returning(*POST_COLUMNS)
+    )
+    if conditional:
+        changed = changed.where(Post.version == bindparam("expected_version"))
+    cte = changed.cte("changed")
+    return Query(select(cte, *USER_COLUMNS).join(User, User.id == cte.c.author_id))
+
+
+@cache
+def _stream_query(author_id: bool, published: bool) -> Select[Any]:
+    return _filtered(_with_author(), author_id, published).order_by(Post.created_at.asc(), Post.id.asc())
 
 
 class PostRepository(BaseRepository):
-    async def create_many(self, rows: Sequence[NewPost]) -> list[PostRecord]:
-        """Inserts every row in one statement and returns the posts in the order given.
+    async def create_many(self, posts: Sequence[NewPost]) -> list[PostRecord]:
+        """Inserts every post in one statement; returns them in the order given.
 
-        The rows travel as four arrays, so the statement (and its prepared plan) is the same
-        for one post or a thousand. Rows whose author does not exist are not inserted; the
-        caller learns which author was missing and the call's transaction is rolled back.
+        A post whose author does not exist is not inserted: the caller learns which author
+        was missing, and the call's transaction is rolled back, so nothing is created.
         """
-        source = select(
-            func.unnest(_array([r.author_id for r in rows], BigInteger)).label("author_id"),
-            func.unnest(_array([r.title for r in rows], Text)).label("title"),
-            func.unnest(_array([r.content for r in rows], Text)).label("content"),
-            func.unnest(_array([r.published for r in rows], Boolean)).label("published"),
-        ).subquery("src")
-        created = (
-            insert(Post)
-            .from_select(
-                ["author_id", "title", "content", "published"],
-                select(source).join(User, User.id == source.c.author_id),
-            )
-            .returning(*POST_COLUMNS)
-            .cte("created")
+        rows = await self._all(
+            _CREATE_MANY,
+            author_ids=[p.author_id for p in posts],
+            titles=[p.title for p in posts],
+            contents=[p.content for p in posts],
+            published=[p.published for p in posts],
         )
-        statement = (
-            select(created, *USER_COLUMNS)
-            .join(User, User.id == created.c.author_id)
-            .order_by(created.c.id)  # identities are handed out in insertion order
-        )
-        posts = [post_from_row(row) for row in await self._all(statement)]
-        if len(posts) != len(rows):
-            missing = {r.author_id for r in rows} - {p.author_id for p in posts}
+        created = [post_from_row(row) for row in rows]
+        if len(created) != len(posts):
+            missing = {p.author_id for p in posts} - {p.author_id for p in created}
             raise user_not_found(min(missing))
-        return posts
+        return created
 
     async def get(self, post_id: int) -> PostRecord | None:
-        row = await self._one(_with_author(Post.id == post_id))
+        row = await self._one(_BY_ID, row_id=post_id)
         return None if row is None else post_from_row(row)
 
     async def list(
@@ -97,70 +152,51 @@ class PostRepository(BaseRepository):
         published: bool | None,
         query: str,
     ) -> list[PostRecord]:
-        statement = _with_author(*newest_first_after(Post.created_at, Post.id, after))
-        if author_id is not None:
-            statement = statement.where(Post.author_id == author_id)
-        if published is not None:
-            statement = statement.where(Post.published == published)
-        if query:
-            statement = statement.where(contains_ignoring_case(Post.title, query))
-        statement = statement.order_by(Post.created_at.desc(), Post.id.desc()).limit(limit)
-        return [post_from_row(row) for row in await self._all(statement)]
+        statement = _list_query(after is not None, author_id is not None, published is not None, bool(query))
+        rows = await self._all(
+            statement,
+            limit=limit,
+            after_created_at=after and after.created_at,
+            after_id=after and after.id,
+            author_id=author_id,
+            published=published,
+            pattern=like_pattern(query),
+        )
+        return [post_from_row(row) for row in rows]
 
     async def by_author(self, author: UserRecord) -> list[PostRecord]:
         """All of one user's posts, newest first, in one query."""
-        rows = await self._all(
-            select(*POST_COLUMNS)
-            .where(Post.author_id == author.id)
-            .order_by(Post.created_at.desc(), Post.id.desc())
-        )
-        return [post_from_row(row, author) for row in rows]
+        return [post_from_row(row, author) for row in await self._all(_BY_AUTHOR, author_id=author.id)]
 
     async def update(
         self, post_id: int, values: dict[str, Any], *, expected_version: int | None
     ) -> PostRecord | None:
         """Applies `values`, bumping the version; None when the id or the version does not match."""
-        changed = (
-            update(Post)
-            .where(Post.id == post_id)
-            .values(**values, version=Post.version + 1, updated_at=func.now())
-            .returning(*POST_COLUMNS)
-        )
-        if expected_version is not None:
-            changed = changed.where(Post.version == expected_version)
-        cte = changed.cte("changed")
-        row = await self._one(select(cte, *USER_COLUMNS).join(User, User.id == cte.c.author_id))
+        statement = _update_query(tuple(sorted(values)), expected_version is not None)
+        new = {f"new_{name}": value for name, value in values.items()}
+        row = await self._one(statement, row_id=post_id, expected_version=expected_version, **new)
         return None if row is None else post_from_row(row)
 
     async def exists(self, post_id: int) -> bool:
-        return bool(await self._scalar(select(Post.id).where(Post.id == post_id)))
+        return await self._one(_EXISTS, row_id=post_id) is not None
 
     async def delete(self, post_id: int) -> bool:
-        row = await self._one(delete(Post).where(Post.id == post_id).returning(Post.id))
-        return row is not None
+        return await self._one(_DELETE, row_id=post_id) is not None
 
-    async def stream(
-        self, *, author_id: int | None, published: bool | None
-    ) -> AsyncIterator[PostRecord]:
+    async def stream(self, *, author_id: int | None, published: bool | None) -> AsyncIterator[PostRecord]:
         """Every matching post, oldest first, from a server-side cursor.
 
         Rows are fetched STREAM_BATCH at a time, only as fast as the caller consumes them,
-        so memory stays flat however many rows match. A cursor needs a transaction, so this
-        call's read-only connection runs one (REPEATABLE READ: one snapshot for the stream).
+        so memory stays flat however many rows match. A cursor lives in a transaction, so
+        this call's read-only connection runs one (REPEATABLE READ: one snapshot throughout).
         """
-        statement = _with_author()
-        if author_id is not None:
-            statement = statement.where(Post.author_id == author_id)
-        if published is not None:
-            statement = statement.where(Post.published == published)
-        statement = statement.order_by(Post.created_at.asc(), Post.id.asc())
+        statement = _stream_query(author_id is not None, published is not None)
+        params = {"author_id": author_id, "published": published}
         await self.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         result = await self.session.stream(
-            statement, execution_options={"yield_per": STREAM_BATCH}
+            statement,
+            {k: v for k, v in params.items() if v is not None},
+            execution_options={"yield_per": STREAM_BATCH},
         )
         async for row in result:
             yield post_from_row(row)
-
-
-def _array(values: list[Any], item_type: Any) -> BindParameter[Any]:
-    return bindparam(None, values, type_=ARRAY(item_type))

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Row, delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 
 from service.db.models import User
 from service.domain.entities import Credentials, UserRecord
 from service.domain.paging import Cursor
-from service.repositories.base import BaseRepository, contains_ignoring_case, newest_first_after
+from service.repositories.base import BaseRepository, Query, Row, like_pattern, newest_first_after
 
 USER_COLUMNS = (
     User.id,
@@ -24,8 +25,78 @@ USER_COLUMNS = (
 _WIDTH = len(USER_COLUMNS)
 
 
-def user_from_row(row: Row[Any] | tuple[Any, ...], start: int = 0) -> UserRecord:
+def user_from_row(row: Row, start: int = 0) -> UserRecord:
     return UserRecord(*row[start : start + _WIDTH])
+
+
+_CREATE = Query(
+    insert(User)
+    .values(
+        email=bindparam("new_email"),
+        username=bindparam("new_username"),
+        hashed_password=bindparam("new_hashed_password"),
+        is_superuser=bindparam("new_is_superuser"),
+    )
+    .returning(*USER_COLUMNS)
+)
+_BY_ID = Query(select(*USER_COLUMNS).where(User.id == bindparam("row_id")))
+_BY_EMAIL = Query(select(*USER_COLUMNS).where(func.lower(User.email) == func.lower(bindparam("email"))))
+_EXISTS = Query(select(User.id).where(User.id == bindparam("row_id")))
+_SET_PASSWORD = Query(
+    update(User)
+    .where(User.id == bindparam("row_id"))
+    .values(hashed_password=bindparam("new_hashed_password"))
+    .returning(User.id)
+)
+_DELETE = Query(delete(User).where(User.id == bindparam("row_id")).returning(User.id))
+_CREDENTIALS = Query(
+    select(*USER_COLUMNS, User.hashed_password)
+    .where(
+        or_(
+            func.lower(User.email) == func.lower(bindparam("login")),
+            func.lower(User.username) == func.lower(bindparam("login")),
+        )
+    )
+    .limit(1)
+)
+
+
+@cache
+def _list_query(after: bool, query: bool, is_active: bool) -> Query:
+    """ListUsers for one combination of filters: a handful of shapes, each compiled once."""
+    statement = select(*USER_COLUMNS)
+    if after:
+        statement = statement.where(
+            newest_first_after(User.created_at, User.id, bindparam("after_created_at"), bindparam("after_id"))
+        )
+    if query:
+        pattern = bindparam("pattern")
+        statement = statement.where(
+            or_(User.email.ilike(pattern, escape="\\"), User.username.ilike(pattern, escape="\\"))
+        )
+    if is_active:
+        statement = statement.where(User.is_active == bindparam("is_active"))
+    return Query(statement.order_by(User.created_at.desc(), User.id.desc()).limit(bindparam("limit")))
+
+
+@cache
+def _update_query(fields: tuple[str, ...], conditional: bool) -> Query:
+    """UpdateUser for one set of fields, optionally only at an expected version."""
+    statement = (
+        update(User)
+        .where(User.id == bindparam("row_id"))
+        .values(
+            {
+                **{name: bindparam(f"new_{name}") for name in fields},
+                "version": User.version + 1,
+                "updated_at": func.now(),
+            }
+        )
+        .returning(*USER_COLUMNS)
+    )
+    if conditional:
+        statement = statement.where(User.version == bindparam("expected_version"))
+    return Query(statement)
 
 
 class UserRepository(BaseRepository):
@@ -33,87 +104,60 @@ class UserRepository(BaseRepository):
         self, *, email: str, username: str, hashed_password: str, is_superuser: bool
     ) -> UserRecord:
         row = await self._one(
-            insert(User)
-            .values(
-                email=email,
-                username=username,
-                hashed_password=hashed_password,
-                is_superuser=is_superuser,
-            )
-            .returning(*USER_COLUMNS)
+            _CREATE,
+            new_email=email,
+            new_username=username,
+            new_hashed_password=hashed_password,
+            new_is_superuser=is_superuser,
         )
         assert row is not None
         return user_from_row(row)
 
     async def get(self, user_id: int) -> UserRecord | None:
-        row = await self._one(select(*USER_COLUMNS).where(User.id == user_id))
+        row = await self._one(_BY_ID, row_id=user_id)
         return None if row is None else user_from_row(row)
 
     async def get_by_email(self, email: str) -> UserRecord | None:
-        row = await self._one(
-            select(*USER_COLUMNS).where(func.lower(User.email) == func.lower(email))
-        )
+        row = await self._one(_BY_EMAIL, email=email)
         return None if row is None else user_from_row(row)
 
     async def list(
         self, *, limit: int, after: Cursor | None, query: str, is_active: bool | None
     ) -> list[UserRecord]:
-        statement = select(*USER_COLUMNS).where(
-            *newest_first_after(User.created_at, User.id, after)
+        statement = _list_query(after is not None, bool(query), is_active is not None)
+        rows = await self._all(
+            statement,
+            limit=limit,
+            after_created_at=after and after.created_at,
+            after_id=after and after.id,
+            pattern=like_pattern(query),
+            is_active=is_active,
         )
-        if query:
-            statement = statement.where(
-                or_(contains_ignoring_case(User.email, query), contains_ignoring_case(User.username, query))
-            )
-        if is_active is not None:
-            statement = statement.where(User.is_active == is_active)
-        statement = statement.order_by(User.created_at.desc(), User.id.desc()).limit(limit)
-        return [user_from_row(row) for row in await self._all(statement)]
+        return [user_from_row(row) for row in rows]
 
     async def update(
         self, user_id: int, values: dict[str, Any], *, expected_version: int | None
     ) -> UserRecord | None:
         """Applies `values`, bumping the version; None when the id or the version does not match."""
-        statement = (
-            update(User)
-            .where(User.id == user_id)
-            .values(**values, version=User.version + 1, updated_at=func.now())
-            .returning(*USER_COLUMNS)
-        )
-        if expected_version is not None:
-            statement = statement.where(User.version == expected_version)
-        row = await self._one(statement)
+        statement = _update_query(tuple(sorted(values)), expected_version is not None)
+        new = {f"new_{name}": value for name, value in values.items()}
+        row = await self._one(statement, row_id=user_id, expected_version=expected_version, **new)
         return None if row is None else user_from_row(row)
 
     async def exists(self, user_id: int) -> bool:
-        return bool(await self._scalar(select(User.id).where(User.id == user_id)))
+        return await self._one(_EXISTS, row_id=user_id) is not None
 
     async def set_password(self, user_id: int, hashed_password: str) -> bool:
-        row = await self._one(
-            update(User)
-            .where(User.id == user_id)
-            .values(hashed_password=hashed_password)
-            .returning(User.id)
-        )
+        row = await self._one(_SET_PASSWORD, row_id=user_id, new_hashed_password=hashed_password)
         return row is not None
 
     async def delete(self, user_id: int) -> bool:
         """Deletes the user; their posts go with them (ON DELETE CASCADE)."""
-        row = await self._one(delete(User).where(User.id == user_id).returning(User.id))
-        return row is not None
+        return await self._one(_DELETE, row_id=user_id) is not None
 
     async def credentials(self, login: str) -> Credentials | None:
         """The user whose email or username is `login` (case-insensitively), with the hash."""
-        row = await self._one(
-            select(*USER_COLUMNS, User.hashed_password)
-            .where(
-                or_(
-                    func.lower(User.email) == func.lower(login),
-                    func.lower(User.username) == func.lower(login),
-                )
-            )
-            .limit(1)
-        )
+        row = await self._one(_CREDENTIALS, login=login)
         if row is None:
             return None
         return Credentials(user_from_row(row), row[_WIDTH])

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from blog.v1 import resources_pb2
 from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
-from blog.v1 import resources_pb2
 from service.domain import validation
 from service.domain.entities import PostRecord, UserRecord, etag_of
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from blog.v1 import post_service_pb2, post_service_pb2_grpc, resources_pb2
 from google.protobuf import empty_pb2
 from grpc import aio
 
-from blog.v1 import post_service_pb2, post_service_pb2_grpc, resources_pb2
 from service.domain import validation as check
 from service.domain.entities import NewPost
 from service.domain.posts import Posts
@@ -18,7 +18,9 @@ Context = aio.ServicerContext[Any, Any]
 POST_FIELDS = ("title", "content", "published")
 
 
-def _new_post(v: check.Violations, prefix: str, request: post_service_pb2.CreatePostRequest) -> NewPost:
+def _new_post(
+    v: check.Violations, prefix: str, request: post_service_pb2.CreatePostRequest
+) -> NewPost:
     check.resource_id(v, f"{prefix}author_id", request.author_id)
     check.title(v, f"{prefix}title", request.title)
     check.content(v, f"{prefix}content", request.content)

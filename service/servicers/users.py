@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from blog.v1 import resources_pb2, user_service_pb2, user_service_pb2_grpc
 from google.protobuf import empty_pb2
 from grpc import aio
 
-from blog.v1 import resources_pb2, user_service_pb2, user_service_pb2_grpc
 from service.domain import validation as check
 from service.domain.users import Users
 from service.servicers.convert import masked_fields, user_message
