@@ -21,7 +21,7 @@ PROBE_TIMEOUT = 2.0
 
 class Health:
     def __init__(self, database: Database) -> None:
-        self.servicer = health.aio.HealthServicer()
+        self.servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._db = database
         self._names = ["", *(s.full_name for s in SERVICES)]
         self._serving: bool | None = None

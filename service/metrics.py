@@ -27,9 +27,9 @@ def watch_pools(database: Database) -> None:
     """Gauges read the pools when scraped, so they cost nothing between scrapes."""
     for name, engine in (("writer", database.writer), ("reader", database.reader)):
         pool = engine.pool
-        pool_checked_out.labels(name).set_function(lambda p=pool: float(p.checkedout()))  # type: ignore[attr-defined,misc]
-        pool_idle.labels(name).set_function(lambda p=pool: float(p.checkedin()))  # type: ignore[attr-defined,misc]
-        pool_size.labels(name).set_function(lambda p=pool: float(p.size()))  # type: ignore[attr-defined,misc]
+        pool_checked_out.labels(name).set_function(lambda p=pool: float(p.checkedout()))  # type: ignore[misc]
+        pool_idle.labels(name).set_function(lambda p=pool: float(p.checkedin()))  # type: ignore[misc]
+        pool_size.labels(name).set_function(lambda p=pool: float(p.size()))  # type: ignore[misc]
 
 
 def serve(port: int, host: str) -> None:

@@ -47,7 +47,7 @@ def _v1_messages() -> tuple[Any, Any]:
 
 def enable(server: aio.Server, service_names: Sequence[str]) -> None:
     names = [*service_names, reflection.SERVICE_NAME, V1_SERVICE]
-    servicer = reflection.aio.ReflectionServicer(names)
+    servicer = reflection.aio.ReflectionServicer(names)  # type: ignore[attr-defined]
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
     v1_request, v1_response = _v1_messages()
 

@@ -56,7 +56,7 @@ class Server:
         )
         tokens = PageTokens(settings.page_token_secret)
         # Outermost first: observe every call, map errors, authenticate, then the session.
-        interceptors: list[aio.ServerInterceptor] = [
+        interceptors: list[aio.ServerInterceptor] = [  # type: ignore[type-arg]
             ObserveInterceptor(metrics_enabled=settings.metrics_port is not None),
             ErrorInterceptor(),
         ]

@@ -7,6 +7,7 @@ once every worker has stopped after a signal.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -39,10 +40,8 @@ def supervise(count: int, run_worker: Callable[[int], int]) -> int:
         nonlocal stopping
         stopping = True
         for pid in list(workers):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
@@ -54,9 +53,9 @@ def supervise(count: int, run_worker: Callable[[int], int]) -> int:
             pid, status = os.wait()
         except ChildProcessError:
             break
-        index = workers.pop(pid, None)
-        if index is None:
+        if pid not in workers:
             continue
+        index = workers.pop(pid)
         code = os.waitstatus_to_exitcode(status)
         if stopping:
             log.info("worker %d (pid %d) exited with %d", index, pid, code)

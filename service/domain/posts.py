@@ -44,7 +44,7 @@ class Posts:
             "query": query,
         }
         after = self._tokens.parse(page_token, "posts", filters)
-        rows = await self._posts.list(
+        rows = await self._posts.list_newest_first(
             limit=page_size + 1, after=after, author_id=author_id, published=published, query=query
         )
         return self._tokens.page("posts", filters, rows, page_size)

@@ -55,7 +55,7 @@ class Users:
     ) -> Page[UserRecord]:
         filters: dict[str, object] = {"query": query, "is_active": is_active}
         after = self._tokens.parse(page_token, "users", filters)
-        rows = await self._users.list(
+        rows = await self._users.list_newest_first(
             limit=page_size + 1, after=after, query=query, is_active=is_active
         )
         return self._tokens.page("users", filters, rows, page_size)

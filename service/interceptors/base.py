@@ -16,10 +16,11 @@ from typing import Any
 import grpc
 from grpc import aio
 
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+Handler = grpc.RpcMethodHandler[Any, Any]
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
 
 
-class CallInterceptor(aio.ServerInterceptor, abc.ABC):  # type: ignore[misc]
+class CallInterceptor(aio.ServerInterceptor, abc.ABC):  # type: ignore[type-arg]
     def applies_to(self, method: str) -> bool:
         """Whether to wrap calls of `method` ("/package.Service/Method"). Default: all."""
         return True
@@ -32,20 +33,20 @@ class CallInterceptor(aio.ServerInterceptor, abc.ABC):  # type: ignore[misc]
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> Handler:
         handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        method: str = handler_call_details.method
         if handler is None or not self.applies_to(method):
             return handler
         return wrap_handler(handler, lambda context: self.around(method, context))
 
 
 def wrap_handler(
-    handler: grpc.RpcMethodHandler,
+    handler: Handler,
     around: Callable[[aio.ServicerContext[Any, Any]], AbstractAsyncContextManager[None]],
-) -> grpc.RpcMethodHandler:
+) -> Handler:
     if handler.unary_unary is not None:
-        unary = handler.unary_unary
+        unary: Any = handler.unary_unary
 
         async def unary_unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
             async with around(context):
@@ -57,7 +58,7 @@ def wrap_handler(
             response_serializer=handler.response_serializer,
         )
     if handler.unary_stream is not None:
-        stream = handler.unary_stream
+        stream: Any = handler.unary_stream
 
         async def unary_stream(
             request: Any, context: aio.ServicerContext[Any, Any]

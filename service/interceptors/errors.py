@@ -102,8 +102,8 @@ class ErrorInterceptor(CallInterceptor):
 
 async def _abort(context: aio.ServicerContext[Any, Any], status: grpc.Status) -> None:
     # Like abort_with_status, but keeps the trailing metadata already set (the request id).
-    trailing = (*(context.trailing_metadata() or ()), *status.trailing_metadata)  # type: ignore[attr-defined]
-    await context.abort(status.code, status.details, trailing_metadata=trailing)  # type: ignore[attr-defined]
+    trailing = (*(context.trailing_metadata() or ()), *status.trailing_metadata)
+    await context.abort(status.code, status.details, trailing_metadata=trailing)
 
 
 assert grpc.StatusCode.INTERNAL.value[0] == code_pb2.INTERNAL

@@ -54,7 +54,7 @@ class ObserveInterceptor(CallInterceptor):
             context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
             yield
         except aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
+            code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from grpc import aio
@@ -60,13 +60,13 @@ class SessionInterceptor(CallInterceptor):
             raise
         finally:
             unbind_session(token)
+            # Closing returns the connection to the pool; shielded so that a cancellation
+            # arriving now cannot strand it checked out.
             await asyncio.shield(session.close())
 
 
 async def _shielded_rollback(session: Any) -> None:
     # Shielded so a second cancellation cannot leave the connection mid-rollback; a
     # rollback that fails (connection lost) just invalidates the connection.
-    try:
+    with suppress(Exception):
         await asyncio.shield(session.rollback())
-    except Exception:
-        pass

@@ -27,7 +27,7 @@ from service.db.session import current_session
 
 # Set in AsyncSession.info by the read session factory when its connections autocommit.
 DIRECT = "direct_driver_reads"
-_DIALECT = asyncpg_dialect()
+_DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
 
 class Row(Protocol):
@@ -40,7 +40,7 @@ class Query:
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
-        compiled = statement.compile(dialect=_DIALECT)
+        compiled: Any = statement.compile(dialect=_DIALECT)  # type: ignore[attr-defined]
         self.sql = compiled.string
         self._names = tuple(compiled.positiontup or ())
         self._defaults = dict(compiled.params)
@@ -71,7 +71,7 @@ class BaseRepository:
             rows: Sequence[Row] = await driver.fetch(query.sql, *query.arguments(params))
             return rows
         result = await session.execute(query.statement, query.named(params))
-        return result.all()
+        return list(result.all())
 
     async def _one(self, query: Query, **params: Any) -> Row | None:
         rows = await self._rows(query, params)
@@ -81,7 +81,9 @@ class BaseRepository:
         return await self._rows(query, params)
 
 
-def newest_first_after(created_at: Any, id_: Any, cursor_created_at: Any, cursor_id: Any) -> ColumnElement[bool]:
+def newest_first_after(
+    created_at: Any, id_: Any, cursor_created_at: Any, cursor_id: Any
+) -> ColumnElement[bool]:
     """The keyset condition for rows after a cursor in (created_at desc, id desc) order."""
     return tuple_(created_at, id_) < tuple_(cursor_created_at, cursor_id)
 

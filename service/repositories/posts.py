@@ -6,7 +6,18 @@ from collections.abc import AsyncIterator, Sequence
 from functools import cache
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Select, Text, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Select,
+    Text,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from service.db.models import Post, User
@@ -32,12 +43,23 @@ STREAM_BATCH = 500
 
 def post_from_row(row: Row, author: UserRecord | None = None) -> PostRecord:
     """A post from a row of POST_COLUMNS followed (unless `author` is given) by USER_COLUMNS."""
-    fields = row[:_WIDTH]
-    return PostRecord(*fields, author=author or user_from_row(row, _WIDTH))
+    id_, author_id, title, content, published, created_at, updated_at, version = row[:_WIDTH]
+    return PostRecord(
+        id_,
+        author_id,
+        title,
+        content,
+        published,
+        created_at,
+        updated_at,
+        version,
+        author=author or user_from_row(row, _WIDTH),
+    )
 
 
 def _with_author() -> Select[Any]:
-    return select(*POST_COLUMNS, *USER_COLUMNS).join(User, User.id == Post.author_id)
+    statement: Select[Any] = select(*POST_COLUMNS, *USER_COLUMNS)  # type: ignore[assignment]
+    return statement.join(User, User.id == Post.author_id)
 
 
 def _filtered(statement: Select[Any], author_id: bool, published: bool) -> Select[Any]:
@@ -86,11 +108,15 @@ def _list_query(after: bool, author_id: bool, published: bool, query: bool) -> Q
     statement = _filtered(_with_author(), author_id, published)
     if after:
         statement = statement.where(
-            newest_first_after(Post.created_at, Post.id, bindparam("after_created_at"), bindparam("after_id"))
+            newest_first_after(
+                Post.created_at, Post.id, bindparam("after_created_at"), bindparam("after_id")
+            )
         )
     if query:
         statement = statement.where(Post.title.ilike(bindparam("pattern"), escape="\\"))
-    return Query(statement.order_by(Post.created_at.desc(), Post.id.desc()).limit(bindparam("limit")))
+    return Query(
+        statement.order_by(Post.created_at.desc(), Post.id.desc()).limit(bindparam("limit"))
+    )
 
 
 @cache
@@ -116,7 +142,9 @@ def _update_query(fields: tuple[str, ...], conditional: bool) -> Query:
 
 @cache
 def _stream_query(author_id: bool, published: bool) -> Select[Any]:
-    return _filtered(_with_author(), author_id, published).order_by(Post.created_at.asc(), Post.id.asc())
+    return _filtered(_with_author(), author_id, published).order_by(
+        Post.created_at.asc(), Post.id.asc()
+    )
 
 
 class PostRepository(BaseRepository):
@@ -143,7 +171,7 @@ class PostRepository(BaseRepository):
         row = await self._one(_BY_ID, row_id=post_id)
         return None if row is None else post_from_row(row)
 
-    async def list(
+    async def list_newest_first(
         self,
         *,
         limit: int,
@@ -152,7 +180,9 @@ class PostRepository(BaseRepository):
         published: bool | None,
         query: str,
     ) -> list[PostRecord]:
-        statement = _list_query(after is not None, author_id is not None, published is not None, bool(query))
+        statement = _list_query(
+            after is not None, author_id is not None, published is not None, bool(query)
+        )
         rows = await self._all(
             statement,
             limit=limit,
@@ -166,7 +196,9 @@ class PostRepository(BaseRepository):
 
     async def by_author(self, author: UserRecord) -> list[PostRecord]:
         """All of one user's posts, newest first, in one query."""
-        return [post_from_row(row, author) for row in await self._all(_BY_AUTHOR, author_id=author.id)]
+        return [
+            post_from_row(row, author) for row in await self._all(_BY_AUTHOR, author_id=author.id)
+        ]
 
     async def update(
         self, post_id: int, values: dict[str, Any], *, expected_version: int | None
@@ -183,7 +215,9 @@ class PostRepository(BaseRepository):
     async def delete(self, post_id: int) -> bool:
         return await self._one(_DELETE, row_id=post_id) is not None
 
-    async def stream(self, *, author_id: int | None, published: bool | None) -> AsyncIterator[PostRecord]:
+    async def stream(
+        self, *, author_id: int | None, published: bool | None
+    ) -> AsyncIterator[PostRecord]:
         """Every matching post, oldest first, from a server-side cursor.
 
         Rows are fetched STREAM_BATCH at a time, only as fast as the caller consumes them,

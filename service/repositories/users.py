@@ -40,7 +40,9 @@ _CREATE = Query(
     .returning(*USER_COLUMNS)
 )
 _BY_ID = Query(select(*USER_COLUMNS).where(User.id == bindparam("row_id")))
-_BY_EMAIL = Query(select(*USER_COLUMNS).where(func.lower(User.email) == func.lower(bindparam("email"))))
+_BY_EMAIL = Query(
+    select(*USER_COLUMNS).where(func.lower(User.email) == func.lower(bindparam("email")))
+)
 _EXISTS = Query(select(User.id).where(User.id == bindparam("row_id")))
 _SET_PASSWORD = Query(
     update(User)
@@ -67,16 +69,20 @@ def _list_query(after: bool, query: bool, is_active: bool) -> Query:
     statement = select(*USER_COLUMNS)
     if after:
         statement = statement.where(
-            newest_first_after(User.created_at, User.id, bindparam("after_created_at"), bindparam("after_id"))
+            newest_first_after(
+                User.created_at, User.id, bindparam("after_created_at"), bindparam("after_id")
+            )
         )
     if query:
-        pattern = bindparam("pattern")
+        pattern = bindparam("pattern", type_=User.email.type)
         statement = statement.where(
             or_(User.email.ilike(pattern, escape="\\"), User.username.ilike(pattern, escape="\\"))
         )
     if is_active:
         statement = statement.where(User.is_active == bindparam("is_active"))
-    return Query(statement.order_by(User.created_at.desc(), User.id.desc()).limit(bindparam("limit")))
+    return Query(
+        statement.order_by(User.created_at.desc(), User.id.desc()).limit(bindparam("limit"))
+    )
 
 
 @cache
@@ -121,7 +127,7 @@ class UserRepository(BaseRepository):
         row = await self._one(_BY_EMAIL, email=email)
         return None if row is None else user_from_row(row)
 
-    async def list(
+    async def list_newest_first(
         self, *, limit: int, after: Cursor | None, query: str, is_active: bool | None
     ) -> list[UserRecord]:
         statement = _list_query(after is not None, bool(query), is_active is not None)
