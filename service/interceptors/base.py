@@ -11,12 +11,15 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc import aio
 
-Handler = grpc.RpcMethodHandler[Any, Any]
+if TYPE_CHECKING:  # generic only in the stubs
+    Handler = grpc.RpcMethodHandler[Any, Any]
+else:
+    Handler = grpc.RpcMethodHandler
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
 
 
