@@ -25,16 +25,17 @@ test: install
 PROTOS := $(wildcard protos/blog/v1/*.proto)
 PROTOC = $(BIN)/python -m grpc_tools.protoc -I protos \
 	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
-	--python_out=$(1) --mypy_out=$(1) --grpc_python_out=$(1) --mypy_grpc_out=$(1) $(PROTOS)
+	--python_out=$(1) --mypy_out=$(1) --grpc_python_out=$(1) --mypy_grpc_out=$(1) \
+	--include_source_info --descriptor_set_out=$(1)/blog/v1/descriptors.binpb $(PROTOS)
 
 proto: install
-	rm -rf generated/blog && mkdir -p generated
+	rm -rf generated/blog && mkdir -p generated/blog/v1
 	$(call PROTOC,generated)
 	touch generated/blog/__init__.py generated/blog/v1/__init__.py generated/blog/v1/py.typed
 
 # Fails when generated/ differs from what `make proto` writes (CI runs it).
 proto-check: install
-	rm -rf .proto-check && mkdir -p .proto-check
+	rm -rf .proto-check && mkdir -p .proto-check/blog/v1
 	$(call PROTOC,.proto-check)
 	touch .proto-check/blog/__init__.py .proto-check/blog/v1/__init__.py .proto-check/blog/v1/py.typed
 	diff -r generated/blog .proto-check/blog -x __pycache__ || { echo "generated/ is stale: run make proto"; exit 1; }

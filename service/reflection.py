@@ -1,12 +1,18 @@
 """Server reflection, v1 and v1alpha, so grpcurl and ghz work without proto files.
 
-grpcio-reflection ships only v1alpha. The v1 protocol is the same messages under another
-package, so its descriptor is derived from v1alpha's and served by the same servicer.
+Three things beyond grpcio-reflection's stock servicer:
+* v1: grpcio-reflection ships only v1alpha. The v1 protocol is the same messages under
+  another package, so its descriptor is derived from v1alpha's and served by the same servicer.
+* comments: descriptors compiled into *_pb2.py carry no comments, so our own files are served
+  from the descriptor set `make proto` writes with source info; `grpcurl describe` shows them.
+* methods: `grpcurl describe blog.v1.UserService.GetUser` asks for the file of a method,
+  which the upb descriptor pool cannot find by itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib import resources
 from typing import Any
 
 import grpc
@@ -45,9 +51,74 @@ def _v1_messages() -> tuple[Any, Any]:
     return request, response
 
 
+def _documented_files() -> dict[str, bytes]:
+    """Our .proto files, serialized with their comments (source info), by file name."""
+    data = resources.files("blog.v1").joinpath("descriptors.binpb").read_bytes()
+    files = descriptor_pb2.FileDescriptorSet.FromString(data).file
+    return {f.name: f.SerializeToString() for f in files}
+
+
+class _ReflectionServicer(reflection.aio.ReflectionServicer):  # type: ignore[misc,name-defined]
+    def __init__(self, service_names: Sequence[str]) -> None:
+        super().__init__(service_names)
+        self._documented = _documented_files()
+
+    def _find_symbol(self, name: str) -> Any:
+        try:
+            return self._pool.FindFileContainingSymbol(name)
+        except KeyError:
+            service, _, method = name.rpartition(".")
+            if not service or method not in self._pool.FindServiceByName(service).methods_by_name:
+                raise
+            return self._pool.FindFileContainingSymbol(service)
+
+    def _respond(self, request: Any, descriptor: Any) -> Any:
+        files: dict[str, Any] = {}
+        pending = [descriptor]
+        while pending:
+            current = pending.pop()
+            if current.name not in files:
+                files[current.name] = current
+                pending.extend(current.dependencies)
+        serialized = []
+        for name, file in files.items():
+            if name in self._documented:
+                serialized.append(self._documented[name])
+            else:
+                proto = descriptor_pb2.FileDescriptorProto()
+                file.CopyToProto(proto)
+                serialized.append(proto.SerializeToString())
+        return reflection_pb2.ServerReflectionResponse(
+            file_descriptor_response=reflection_pb2.FileDescriptorResponse(
+                file_descriptor_proto=serialized
+            ),
+            original_request=request,
+        )
+
+    def _not_found(self, request: Any) -> Any:
+        return reflection_pb2.ServerReflectionResponse(
+            error_response=reflection_pb2.ErrorResponse(
+                error_code=grpc.StatusCode.NOT_FOUND.value[0], error_message="not found"
+            ),
+            original_request=request,
+        )
+
+    def _file_by_filename(self, request: Any, filename: str) -> Any:
+        try:
+            return self._respond(request, self._pool.FindFileByName(filename))
+        except KeyError:
+            return self._not_found(request)
+
+    def _file_containing_symbol(self, request: Any, name: str) -> Any:
+        try:
+            return self._respond(request, self._find_symbol(name))
+        except KeyError:
+            return self._not_found(request)
+
+
 def enable(server: aio.Server, service_names: Sequence[str]) -> None:
     names = [*service_names, reflection.SERVICE_NAME, V1_SERVICE]
-    servicer = reflection.aio.ReflectionServicer(names)  # type: ignore[attr-defined]
+    servicer = _ReflectionServicer(names)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
     v1_request, v1_response = _v1_messages()
 
