@@ -24,6 +24,10 @@ Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
 
 
 class CallInterceptor(aio.ServerInterceptor, abc.ABC):  # type: ignore[type-arg]
+    # grpc.aio asks every interceptor for the handler on every call; the answer for a method
+    # never changes, so each method's wrapped handler is built once.
+    _handlers: dict[str, Handler]
+
     def applies_to(self, method: str) -> bool:
         """Whether to wrap calls of `method` ("/package.Service/Method"). Default: all."""
         return True
@@ -37,11 +41,17 @@ class CallInterceptor(aio.ServerInterceptor, abc.ABC):  # type: ignore[type-arg]
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler:
-        handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
-        if handler is None or not self.applies_to(method):
-            return handler
-        return wrap_handler(handler, lambda context: self.around(method, context))
+        cache: dict[str, Handler] = self.__dict__.setdefault("_handlers", {})
+        cached = cache.get(method)
+        if cached is not None:
+            return cached
+        handler = await continuation(handler_call_details)
+        if handler is not None and self.applies_to(method):
+            handler = wrap_handler(handler, lambda context: self.around(method, context))
+        if handler is not None:
+            cache[method] = handler
+        return handler
 
 
 def wrap_handler(
