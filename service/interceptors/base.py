@@ -9,6 +9,7 @@ server-streaming methods alike; each interceptor only says what happens around a
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
@@ -24,9 +25,11 @@ Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
 
 
 class CallInterceptor(aio.ServerInterceptor, abc.ABC):  # type: ignore[type-arg]
-    # grpc.aio asks every interceptor for the handler on every call; the answer for a method
-    # never changes, so each method's wrapped handler is built once.
-    _handlers: dict[str, Handler]
+    @functools.cached_property
+    def _handlers(self) -> dict[str, Handler]:
+        """Wrapped handlers by method. grpc.aio asks every interceptor for the handler on every
+        call; the answer for a method never changes, so each is built once."""
+        return {}
 
     def applies_to(self, method: str) -> bool:
         """Whether to wrap calls of `method` ("/package.Service/Method"). Default: all."""
@@ -42,7 +45,7 @@ class CallInterceptor(aio.ServerInterceptor, abc.ABC):  # type: ignore[type-arg]
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler:
         method: str = handler_call_details.method
-        cache: dict[str, Handler] = self.__dict__.setdefault("_handlers", {})
+        cache = self._handlers
         cached = cache.get(method)
         if cached is not None:
             return cached
