@@ -39,6 +39,8 @@ def translate(error: BaseException) -> DomainError | None:
         return error
     if isinstance(error, sa_exc.TimeoutError):  # no pooled connection within DB_POOL_TIMEOUT
         return DatabaseUnavailable("no database connection available: the pool is exhausted")
+    if isinstance(error, TimeoutError):  # connecting took longer than DB_POOL_TIMEOUT
+        return DatabaseUnavailable("the database did not answer in time; retry the call")
     cause = error.orig if isinstance(error, sa_exc.DBAPIError) else error
     driver = getattr(cause, "__cause__", None) or cause
     if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:

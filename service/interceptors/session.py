@@ -30,6 +30,19 @@ class SessionInterceptor(CallInterceptor):
     def applies_to(self, method: str) -> bool:
         return method in API_METHODS
 
+    def _budget(self, method: str, context: aio.ServicerContext[Any, Any]) -> float | None:
+        """Seconds the call may run: its deadline, else DEFAULT_TIMEOUT_SECONDS.
+
+        When they run out the call's task is cancelled, and cancelling asyncpg's await sends
+        PostgreSQL a cancel request, so no statement outlives its call; this costs no round
+        trip on the way. Streams may run as long as their client lets them: gRPC itself
+        cancels a stream at the client's deadline, so no timer of ours is set for them.
+        """
+        if method in STREAMING_METHODS:
+            return None
+        remaining = context.time_remaining()
+        return self._default_timeout if remaining is None else max(remaining, 0.0)
+
     @asynccontextmanager
     async def around(
         self, method: str, context: aio.ServicerContext[Any, Any]
@@ -37,23 +50,16 @@ class SessionInterceptor(CallInterceptor):
         read_only = method in READ_ONLY_METHODS
         session = (self._db.read_sessions if read_only else self._db.write_sessions)()
         token = bind_session(session)
-        remaining = context.time_remaining()
-        # The deadline cancels the running statement: cancelling asyncpg's await sends
-        # PostgreSQL a cancel request, so no statement outlives its call. Costs no round trip.
-        # Streams may run as long as their client lets them: only its own deadline applies.
-        budget: float | None = None if method in STREAMING_METHODS else self._default_timeout
-        if remaining is not None:
-            budget = max(remaining, 0.0)
+        deadline = asyncio.timeout(self._budget(method, context))
         try:
-            async with asyncio.timeout(budget):
+            async with deadline:
                 yield
                 if not read_only:
                     await session.commit()
-        except TimeoutError:
-            await _shielded_rollback(session)
-            raise DeadlineExceeded("the deadline passed before the call completed") from None
         except BaseException as error:
             await _shielded_rollback(session)
+            if isinstance(error, TimeoutError) and deadline.expired():
+                raise DeadlineExceeded("the deadline passed before the call completed") from None
             translated = db_errors.translate(error) if isinstance(error, Exception) else None
             if translated is not None and translated is not error:
                 raise translated from error
