@@ -43,7 +43,9 @@ class Database:
 
 def _connect_args(settings: Settings, *, read_only: bool) -> dict[str, Any]:
     server_settings = {"application_name": "blog-service"}
-    if read_only:
+    if read_only and not settings.db_pgbouncer:
+        # PgBouncer refuses startup parameters it does not track ("unsupported startup
+        # parameter: default_transaction_read_only"): through it, reads BEGIN READ ONLY instead.
         server_settings["default_transaction_read_only"] = "on"
     args: dict[str, Any] = {"server_settings": server_settings, "timeout": settings.db_pool_timeout}
     if settings.db_pgbouncer:
@@ -60,6 +62,9 @@ def _engine(settings: Settings, url: str, *, read_only: bool) -> AsyncEngine:
     # prepare and execute of one statement must share a server connection, which only
     # a transaction guarantees, so reads run in (read-only) transactions there.
     autocommit = read_only and not settings.db_pgbouncer
+    options: dict[str, Any] = {}
+    if read_only and settings.db_pgbouncer:
+        options["postgresql_readonly"] = True  # BEGIN READ ONLY: PostgreSQL still refuses writes
     return create_async_engine(
         url,
         echo=settings.db_echo,
@@ -70,6 +75,7 @@ def _engine(settings: Settings, url: str, *, read_only: bool) -> AsyncEngine:
         pool_reset_on_return="rollback",
         isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
         connect_args=_connect_args(settings, read_only=read_only),
+        execution_options=options,
     )
 
 

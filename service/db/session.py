@@ -1,12 +1,20 @@
-"""The call's session: opened by the session interceptor, read by repositories through one accessor."""
+"""The call's session: opened by the session interceptor, read by repositories through one accessor.
+
+A read-only call's session may also lend its repositories the raw driver connection (see
+`driver_connection`): checked out of the same SQLAlchemy pool, held for the call, and given
+back by the interceptor when the call ends, like the session's own connection.
+"""
 
 from __future__ import annotations
 
 from contextvars import ContextVar
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.util import greenlet_spawn
 
 _current: ContextVar[AsyncSession] = ContextVar("blog_db_session")
+_LEASE = "driver_lease"
 
 
 def current_session() -> AsyncSession:
@@ -23,3 +31,39 @@ def bind_session(session: AsyncSession) -> object:
 
 def unbind_session(token: object) -> None:
     _current.reset(token)  # type: ignore[arg-type]
+
+
+async def driver_connection(session: AsyncSession) -> Any:
+    """The asyncpg connection this call reads on, checked out of the session's engine pool.
+
+    Going to the pool directly skips the ORM session's transaction bookkeeping, which costs
+    as much as the query itself; only autocommit (read-only) sessions may use it, since no
+    transaction is involved.
+    """
+    lease: Any = session.info.get(_LEASE)
+    if lease is None:
+        engine: Any = session.bind
+        lease = await greenlet_spawn(engine.sync_engine.pool.connect)
+        session.info[_LEASE] = lease
+    return lease.driver_connection
+
+
+def holds_connection(session: AsyncSession) -> bool:
+    """Whether the call checked a connection out (many calls fail validation before that)."""
+    return _LEASE in session.info or session.in_transaction()
+
+
+async def close_session(session: AsyncSession, *, discard_connection: bool) -> None:
+    """Ends the call's use of the database: the session and any driver lease go back to the pool.
+
+    `discard_connection` drops a leased connection instead of pooling it (after a cancelled
+    statement or a lost connection its state is not worth trusting).
+    """
+    lease = session.info.pop(_LEASE, None)
+    if lease is not None:
+        if discard_connection or lease.driver_connection.is_closed():
+            await greenlet_spawn(lease.invalidate)
+        else:
+            await greenlet_spawn(lease.close)
+    if session.in_transaction():
+        await session.close()

@@ -17,8 +17,8 @@ from grpc import aio
 from service.api import API_METHODS, READ_ONLY_METHODS, STREAMING_METHODS
 from service.db import errors as db_errors
 from service.db.engine import Database
-from service.db.session import bind_session, unbind_session
-from service.domain.errors import DeadlineExceeded
+from service.db.session import bind_session, close_session, holds_connection, unbind_session
+from service.domain.errors import DeadlineExceeded, DomainError
 from service.interceptors.base import CallInterceptor
 
 
@@ -51,11 +51,17 @@ class SessionInterceptor(CallInterceptor):
         session = (self._db.read_sessions if read_only else self._db.write_sessions)()
         token = bind_session(session)
         deadline = asyncio.timeout(self._budget(method, context))
+        failed_in_database = True
         try:
             async with deadline:
                 yield
                 if not read_only:
                     await session.commit()
+            failed_in_database = False
+        except DomainError:
+            failed_in_database = False
+            await _shielded_rollback(session)
+            raise
         except BaseException as error:
             await _shielded_rollback(session)
             if isinstance(error, TimeoutError) and deadline.expired():
@@ -68,11 +74,13 @@ class SessionInterceptor(CallInterceptor):
             unbind_session(token)
             # Closing returns the connection to the pool; shielded so that a cancellation
             # arriving now cannot strand it checked out.
-            await asyncio.shield(session.close())
+            if holds_connection(session):
+                await asyncio.shield(close_session(session, discard_connection=failed_in_database))
 
 
 async def _shielded_rollback(session: Any) -> None:
     # Shielded so a second cancellation cannot leave the connection mid-rollback; a
     # rollback that fails (connection lost) just invalidates the connection.
-    with suppress(Exception):
-        await asyncio.shield(session.rollback())
+    if session.in_transaction():
+        with suppress(Exception):
+            await asyncio.shield(session.rollback())

@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Executable
 
-from service.db.session import current_session
+from service.db.session import current_session, driver_connection
 
 # Set in AsyncSession.info by the read session factory when its connections autocommit.
 DIRECT = "direct_driver_reads"
@@ -64,10 +64,7 @@ class BaseRepository:
     async def _rows(self, query: Query, params: Mapping[str, Any]) -> Sequence[Row]:
         session = self.session
         if session.info.get(DIRECT):
-            connection = await session.connection()
-            raw = await connection.get_raw_connection()
-            driver = raw.driver_connection
-            assert driver is not None
+            driver = await driver_connection(session)
             rows: Sequence[Row] = await driver.fetch(query.sql, *query.arguments(params))
             return rows
         result = await session.execute(query.statement, query.named(params))
