@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from blog.v1 import resources_pb2
 from google.protobuf import field_mask_pb2, timestamp_pb2
@@ -11,11 +11,16 @@ from google.protobuf.message import Message
 from service.domain import validation
 from service.domain.entities import PostRecord, UserRecord, etag_of
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
+    # Same result as Timestamp.FromDatetime for the aware datetimes asyncpg returns, at a
+    # fraction of its cost (it runs several times per returned row).
+    delta = value - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000
+    )
 
 
 def user_message(user: UserRecord, posts: list[PostRecord] | None = None) -> resources_pb2.User:
