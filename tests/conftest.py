@@ -6,24 +6,35 @@ when set; otherwise an embedded PostgreSQL is started for the run and stopped af
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 import grpc
 import pytest
+from blog.v1 import post_service_pb2_grpc, user_service_pb2_grpc
 from grpc import aio
 from sqlalchemy.engine import make_url
 
-from blog.v1 import post_service_pb2_grpc, user_service_pb2_grpc
 from service.db import migrate
 from service.db.embedded import EmbeddedPostgres
 from service.server import Server
 from service.settings import Settings
 from tests.support import FAST_ARGON2
+
+T = TypeVar("T")
+
+
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Runs a coroutine to completion from sync code, even while a test's loop is running."""
+    with ThreadPoolExecutor(1) as executor:
+        return executor.submit(asyncio.run, coroutine).result()
 
 
 def plain(url: str) -> str:
@@ -50,7 +61,6 @@ def admin_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def database_url(admin_url: str) -> Iterator[str]:
     """A database of our own for this run, migrated to head, dropped at the end."""
-    import asyncio
 
     name = f"blog_test_{uuid.uuid4().hex[:10]}"
 
@@ -61,13 +71,13 @@ def database_url(admin_url: str) -> Iterator[str]:
         finally:
             await connection.close()
 
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    run_sync(admin(f'CREATE DATABASE "{name}"'))
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     migrate.upgrade(url)
     try:
         yield url
     finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        run_sync(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def make_settings(database_url: str, **overrides: object) -> Settings:
@@ -77,7 +87,7 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         **{k: int(v) for k, v in FAST_ARGON2.items()},
     }
     env.update(overrides)
-    return Settings(_env_file=None, **env)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **env)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")
@@ -121,11 +131,15 @@ async def db(db_pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
 
 @pytest.fixture(autouse=True)
 async def empty_tables(request: pytest.FixtureRequest) -> None:
-    """Every test that touches the database starts from empty tables."""
+    """Every test that uses the service or the database starts from empty tables."""
     if "db_pool" not in request.fixturenames and "server" not in request.fixturenames:
         return
-    pool: asyncpg.Pool = request.getfixturevalue("db_pool")
-    await pool.execute("TRUNCATE users, posts RESTART IDENTITY CASCADE")
+    database_url: str = request.getfixturevalue("database_url")
+    connection = await asyncpg.connect(plain(database_url))
+    try:
+        await connection.execute("TRUNCATE users, posts RESTART IDENTITY CASCADE")
+    finally:
+        await connection.close()
 
 
 def unique(prefix: str = "u") -> str:

@@ -33,7 +33,8 @@ class RichError:
 
 def rich_error(error: grpc.RpcError) -> RichError:
     """The status, ErrorInfo and BadRequest a client reads from a failed call."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    call: Any = error  # an aio.AioRpcError or grpc.Call: both carry code, details, trailers
+    status = rpc_status.from_call(call)
     reason = domain = ""
     violations: dict[str, str] = {}
     for detail in status.details if status else ():
@@ -45,7 +46,7 @@ def rich_error(error: grpc.RpcError) -> RichError:
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
             violations = {v.field: v.description for v in bad.field_violations}
-    return RichError(error.code(), error.details() or "", reason, domain, violations)  # type: ignore[attr-defined]
+    return RichError(call.code(), call.details() or "", reason, domain, violations)
 
 
 def free_port() -> int:

