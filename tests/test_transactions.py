@@ -26,7 +26,7 @@ from grpc import aio
 from sqlalchemy import text
 
 from service.db import errors as db_errors
-from service.db.session import bind_session, close_session, current_session, unbind_session
+from service.db.session import bind_session, current_session, end_session, unbind_session
 from service.domain.entities import NewPost
 from service.domain.errors import ReadOnlyViolation
 from service.interceptors.errors import ErrorInterceptor
@@ -226,7 +226,7 @@ async def test_repository_write_on_a_read_session_is_refused_by_postgresql(
             await PostRepository().create_many([NewPost(author, "t", "c", False)])
     finally:
         unbind_session(token)
-        await close_session(session, discard_connection=True)
+        await end_session(session, rollback=True, discard=True)
 
     assert isinstance(db_errors.translate(caught.value), ReadOnlyViolation), caught.value
     assert await db.fetchval("SELECT count(*) FROM posts") == 0

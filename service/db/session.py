@@ -7,6 +7,7 @@ back by the interceptor when the call ends, like the session's own connection.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from contextvars import ContextVar
 from typing import Any
 
@@ -30,7 +31,11 @@ def bind_session(session: AsyncSession) -> object:
 
 
 def unbind_session(token: object) -> None:
-    _current.reset(token)  # type: ignore[arg-type]
+    # A stream cancelled while suspended at `yield` is closed later by asyncio's generator
+    # finalizer, in another context, where the token cannot be reset; nothing needs undoing
+    # there: every call runs in a task (and a context) of its own.
+    with suppress(ValueError):
+        _current.reset(token)  # type: ignore[arg-type]
 
 
 async def driver_connection(session: AsyncSession) -> Any:
@@ -53,15 +58,19 @@ def holds_connection(session: AsyncSession) -> bool:
     return _LEASE in session.info or session.in_transaction()
 
 
-async def close_session(session: AsyncSession, *, discard_connection: bool) -> None:
-    """Ends the call's use of the database: the session and any driver lease go back to the pool.
+async def end_session(session: AsyncSession, *, rollback: bool, discard: bool) -> None:
+    """Ends the call's use of the database: roll back if asked, then give every connection back.
 
-    `discard_connection` drops a leased connection instead of pooling it (after a cancelled
-    statement or a lost connection its state is not worth trusting).
+    `discard` drops a leased driver connection instead of pooling it: after a cancelled
+    statement or a lost connection its state is not worth trusting. A rollback that fails
+    (the connection is gone) leaves SQLAlchemy to invalidate that connection on close.
     """
+    if rollback and session.in_transaction():
+        with suppress(Exception):
+            await session.rollback()
     lease = session.info.pop(_LEASE, None)
     if lease is not None:
-        if discard_connection or lease.driver_connection.is_closed():
+        if discard or lease.driver_connection.is_closed():
             await greenlet_spawn(lease.invalidate)
         else:
             await greenlet_spawn(lease.close)

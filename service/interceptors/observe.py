@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import grpc
@@ -79,4 +79,5 @@ class ObserveInterceptor(CallInterceptor):
                     "duration_ms": round(elapsed * 1000, 3),
                 },
             )
-            logs.request_id.reset(token)
+            with suppress(ValueError):  # a stream finalized in another context: see db.session
+                logs.request_id.reset(token)

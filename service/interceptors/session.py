@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from typing import Any
 
 from grpc import aio
@@ -17,7 +17,7 @@ from grpc import aio
 from service.api import API_METHODS, READ_ONLY_METHODS, STREAMING_METHODS
 from service.db import errors as db_errors
 from service.db.engine import Database
-from service.db.session import bind_session, close_session, holds_connection, unbind_session
+from service.db.session import bind_session, end_session, holds_connection, unbind_session
 from service.domain.errors import DeadlineExceeded, DomainError
 from service.interceptors.base import CallInterceptor
 
@@ -51,19 +51,19 @@ class SessionInterceptor(CallInterceptor):
         session = (self._db.read_sessions if read_only else self._db.write_sessions)()
         token = bind_session(session)
         deadline = asyncio.timeout(self._budget(method, context))
-        failed_in_database = True
+        committed = False
+        connection_suspect = True
         try:
             async with deadline:
                 yield
                 if not read_only:
                     await session.commit()
-            failed_in_database = False
+            committed = True
+            connection_suspect = False
         except DomainError:
-            failed_in_database = False
-            await _shielded_rollback(session)
+            connection_suspect = False  # the database answered; the service said no
             raise
         except BaseException as error:
-            await _shielded_rollback(session)
             if isinstance(error, TimeoutError) and deadline.expired():
                 raise DeadlineExceeded("the deadline passed before the call completed") from None
             translated = db_errors.translate(error) if isinstance(error, Exception) else None
@@ -71,16 +71,11 @@ class SessionInterceptor(CallInterceptor):
                 raise translated from error
             raise
         finally:
-            unbind_session(token)
-            # Closing returns the connection to the pool; shielded so that a cancellation
-            # arriving now cannot strand it checked out.
             if holds_connection(session):
-                await asyncio.shield(close_session(session, discard_connection=failed_in_database))
-
-
-async def _shielded_rollback(session: Any) -> None:
-    # Shielded so a second cancellation cannot leave the connection mid-rollback; a
-    # rollback that fails (connection lost) just invalidates the connection.
-    if session.in_transaction():
-        with suppress(Exception):
-            await asyncio.shield(session.rollback())
+                # Roll back (unless committed) and give the connection back in one shielded
+                # step: a cancellation arriving now can neither interrupt the rollback nor
+                # strand the connection checked out.
+                await asyncio.shield(
+                    end_session(session, rollback=not committed, discard=connection_suspect)
+                )
+            unbind_session(token)
