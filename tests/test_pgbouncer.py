@@ -1,0 +1,321 @@
+"""Every RPC through a real PgBouncer in transaction mode, under more concurrency than it has
+server connections.
+
+PgBouncer (pool_mode=transaction, default_pool_size=3) sits in front of the run's database;
+the service (DATABASE_URL at PgBouncer) is driven by 32 concurrent clients, each running a
+scenario that calls every RPC of both services. With DB_PGBOUNCER=true there must be zero
+errors. With DB_PGBOUNCER=false the same mix is run again to show the failure mode the setting
+prevents (asyncpg's named prepared statements landing on another client's server connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from blog.v1 import (
+    post_service_pb2,
+    post_service_pb2_grpc,
+    resources_pb2,
+    user_service_pb2,
+    user_service_pb2_grpc,
+)
+from google.protobuf import field_mask_pb2
+from grpc import aio
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from service.db.engine import create_database
+from service.server import Server
+from tests import pgbouncer
+from tests.conftest import make_settings
+
+pytestmark = pytest.mark.skipif(not pgbouncer.available(), reason="pgbouncer is not installed")
+
+CLIENTS = 32
+ROUNDS = 3
+BOUNCER_POOL = 3
+
+
+@pytest.fixture(scope="module")
+def bouncer(database_url: str) -> Iterator[pgbouncer.PgBouncer]:
+    url = make_url(database_url)
+    with pgbouncer.PgBouncer(url.host or "127.0.0.1", url.port or 5432, pool_size=3) as b:
+        yield b
+
+
+def through(bouncer: pgbouncer.PgBouncer, database_url: str) -> str:
+    return bouncer.url(make_url(database_url).database or "postgres")
+
+
+class Mix:
+    """One client's scenario touching every RPC; failures are collected, not raised."""
+
+    def __init__(self, channel: aio.Channel) -> None:
+        self.users = user_service_pb2_grpc.UserServiceStub(channel)
+        self.posts = post_service_pb2_grpc.PostServiceStub(channel)
+        self.errors: list[str] = []
+        self.calls: collections.Counter[str] = collections.Counter()
+
+    async def call(self, name: str, awaitable: Any) -> Any:
+        self.calls[name] += 1
+        try:
+            return await awaitable
+        except grpc.RpcError as error:
+            self.errors.append(f"{name}: {error.code().name}: {error.details()}")
+            raise
+
+    async def run(self, tag: str) -> None:
+        try:
+            await self._scenario(tag)
+        except grpc.RpcError:
+            pass  # recorded by call()
+        except AssertionError as error:
+            self.errors.append(f"wrong answer: {error}")
+
+    async def _scenario(self, tag: str) -> None:
+        users, posts, call = self.users, self.posts, self.call
+        name = f"pgb_{tag}"
+        user = await call(
+            "CreateUser",
+            users.CreateUser(
+                user_service_pb2.CreateUserRequest(
+                    email=f"{name}@example.com", username=name, password="password-1"
+                )
+            ),
+        )
+        basic = await call(
+            "GetUser",
+            users.GetUser(
+                user_service_pb2.GetUserRequest(id=user.id, view=resources_pb2.USER_VIEW_BASIC)
+            ),
+        )
+        assert basic.email == user.email
+        by_email = await call(
+            "GetUserByEmail",
+            users.GetUserByEmail(
+                user_service_pb2.GetUserByEmailRequest(email=f"{name}@EXAMPLE.com")
+            ),
+        )
+        assert by_email.id == user.id
+        await call(
+            "AuthenticateUser",
+            users.AuthenticateUser(
+                user_service_pb2.AuthenticateUserRequest(login=name, password="password-1")
+            ),
+        )
+        renamed = resources_pb2.User(id=user.id, username=f"{name}_r", etag=user.etag)
+        user = await call(
+            "UpdateUser",
+            users.UpdateUser(
+                user_service_pb2.UpdateUserRequest(
+                    user=renamed, update_mask=field_mask_pb2.FieldMask(paths=["username"])
+                )
+            ),
+        )
+        await call(
+            "ChangePassword",
+            users.ChangePassword(
+                user_service_pb2.ChangePasswordRequest(id=user.id, new_password="password-2")
+            ),
+        )
+        await call(
+            "AuthenticateUser",
+            users.AuthenticateUser(
+                user_service_pb2.AuthenticateUserRequest(
+                    login=f"{name}@example.com", password="password-2"
+                )
+            ),
+        )
+        post = await call(
+            "CreatePost",
+            posts.CreatePost(
+                post_service_pb2.CreatePostRequest(
+                    author_id=user.id, title=f"first {tag}", content="c", published=True
+                )
+            ),
+        )
+        got = await call("GetPost", posts.GetPost(post_service_pb2.GetPostRequest(id=post.id)))
+        assert got.etag == post.etag
+        post = await call(
+            "UpdatePost",
+            posts.UpdatePost(
+                post_service_pb2.UpdatePostRequest(
+                    post=resources_pb2.Post(id=post.id, title=f"edited {tag}", etag=post.etag),
+                    update_mask=field_mask_pb2.FieldMask(paths=["title"]),
+                )
+            ),
+        )
+        batch = await call(
+            "BatchCreatePosts",
+            posts.BatchCreatePosts(
+                post_service_pb2.BatchCreatePostsRequest(
+                    requests=[
+                        post_service_pb2.CreatePostRequest(
+                            author_id=user.id, title=f"batch {i}", content="c"
+                        )
+                        for i in range(3)
+                    ]
+                )
+            ),
+        )
+        assert len(batch.posts) == 3
+        seen: list[int] = []
+        token = ""
+        while True:
+            page = await call(
+                "ListPosts",
+                posts.ListPosts(
+                    post_service_pb2.ListPostsRequest(
+                        author_id=user.id, page_size=2, page_token=token
+                    )
+                ),
+            )
+            seen += [p.id for p in page.posts]
+            token = page.next_page_token
+            if not token:
+                break
+        assert len(seen) == len(set(seen)) == 4, seen
+        found = await call(
+            "ListPosts",
+            posts.ListPosts(post_service_pb2.ListPostsRequest(query=f"EDITED {tag}")),
+        )
+        assert [p.id for p in found.posts] == [post.id]
+        with_posts = await call(
+            "GetUser",
+            users.GetUser(
+                user_service_pb2.GetUserRequest(id=user.id, view=resources_pb2.USER_VIEW_WITH_POSTS)
+            ),
+        )
+        assert len(with_posts.posts) == 4
+        self.calls["StreamPosts"] += 1
+        streamed = []
+        try:
+            async for p in posts.StreamPosts(
+                post_service_pb2.StreamPostsRequest(author_id=user.id)
+            ):
+                streamed.append(p.id)
+        except grpc.RpcError as error:
+            self.errors.append(f"StreamPosts: {error.code().name}: {error.details()}")
+            raise
+        assert sorted(streamed) == sorted(seen)
+        listed: list[int] = []
+        token = ""
+        while True:
+            page = await call(
+                "ListUsers",
+                users.ListUsers(
+                    user_service_pb2.ListUsersRequest(query=name, page_size=1, page_token=token)
+                ),
+            )
+            listed += [u.id for u in page.users]
+            token = page.next_page_token
+            if not token:
+                break
+        assert listed == [user.id]
+        await call("DeletePost", posts.DeletePost(post_service_pb2.DeletePostRequest(id=post.id)))
+        await call("DeleteUser", users.DeleteUser(user_service_pb2.DeleteUserRequest(id=user.id)))
+
+
+async def run_mix(address: str) -> tuple[list[str], collections.Counter[str], float]:
+    """CLIENTS concurrent scenarios, ROUNDS times; each client has its own channel."""
+    errors: list[str] = []
+    calls: collections.Counter[str] = collections.Counter()
+    began = time.monotonic()
+    channels = [aio.insecure_channel(address) for _ in range(CLIENTS)]
+    try:
+        for round_ in range(ROUNDS):
+            mixes = [Mix(ch) for ch in channels]
+            run = uuid.uuid4().hex[:6]
+            await asyncio.gather(*(m.run(f"{run}_{round_}_{i}z") for i, m in enumerate(mixes)))
+            for m in mixes:
+                errors += m.errors
+                calls += m.calls
+    finally:
+        for ch in channels:
+            await ch.close(None)
+    return errors, calls, time.monotonic() - began
+
+
+async def serve(url: str, **overrides: object) -> Server:
+    # Each engine may open 4 + 4 connections: together more than PgBouncer's 3 server
+    # connections, and 32 clients queue for them.
+    server = Server(make_settings(url, DB_POOL_SIZE=4, DB_MAX_OVERFLOW=4, **overrides))
+    await server.start()
+    return server
+
+
+async def test_every_rpc_through_pgbouncer_transaction_mode_has_zero_errors(
+    bouncer: pgbouncer.PgBouncer, database_url: str
+) -> None:
+    server = await serve(through(bouncer, database_url), DB_PGBOUNCER=True)
+    try:
+        errors, calls, seconds = await run_mix(f"127.0.0.1:{server.port}")
+    finally:
+        await server.stop()
+    print(
+        f"\nDB_PGBOUNCER=true through PgBouncer (transaction mode, {BOUNCER_POOL} server conns,"
+        f" {CLIENTS} clients x {ROUNDS} rounds): {sum(calls.values())} calls in {seconds:.1f}s,"
+        f" {len(errors)} errors; per RPC: {dict(sorted(calls.items()))}"
+    )
+    assert len(calls) == 15, sorted(calls)  # every RPC of both services
+    assert errors == [], errors[:5]
+    log = bouncer.log()
+    assert "prepared statement" not in log, log[-2000:]
+
+
+async def test_without_db_pgbouncer_the_same_mix_breaks(
+    bouncer: pgbouncer.PgBouncer, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The failure modes DB_PGBOUNCER=true prevents, reproduced through the same PgBouncer:
+    writes hit asyncpg's named prepared statements on a server connection another client
+    prepared them on (INTERNAL to the client, "prepared statement ... already exists / does not
+    exist" in the log), and reads cannot even connect (PgBouncer refuses the
+    default_transaction_read_only startup parameter: UNAVAILABLE)."""
+    try:
+        server = await serve(through(bouncer, database_url), DB_PGBOUNCER=False)
+    except Exception as error:
+        print(f"\nDB_PGBOUNCER=false: the server did not even start: {error!r}")
+        return
+    try:
+        errors, calls, seconds = await run_mix(f"127.0.0.1:{server.port}")
+    finally:
+        await server.stop()
+    kinds = collections.Counter(":".join(e.split(":")[:3])[:140] for e in errors)
+    print(
+        f"\nDB_PGBOUNCER=false through the same PgBouncer: {sum(calls.values())} calls in"
+        f" {seconds:.1f}s, {len(errors)} errors: {dict(kinds.most_common(6))}"
+    )
+    logged = collections.Counter(
+        re.sub(r'"__asyncpg_\w+__"', '"__asyncpg_stmt_N__"', line.strip())
+        for record in caplog.records
+        if record.exc_text
+        for line in record.exc_text.splitlines()
+        if line.startswith("asyncpg.exceptions.") and "prepared statement" in line
+    )
+    print(f"logged driver errors: {dict(logged.most_common(4))}")
+    assert errors, "expected the unsafe driver settings to fail through PgBouncer"
+    assert logged, "expected prepared-statement errors from asyncpg in the log"
+
+
+async def test_reads_through_pgbouncer_still_run_read_only(
+    bouncer: pgbouncer.PgBouncer, database_url: str
+) -> None:
+    """PgBouncer refuses the default_transaction_read_only startup parameter, so with
+    DB_PGBOUNCER=true the read pool opens BEGIN READ ONLY transactions instead."""
+    database = create_database(make_settings(through(bouncer, database_url), DB_PGBOUNCER=True))
+    try:
+        async with database.read_sessions() as session:
+            mode = (await session.execute(text("SHOW transaction_read_only"))).scalar_one()
+        async with database.write_sessions() as session:
+            writer_mode = (await session.execute(text("SHOW transaction_read_only"))).scalar_one()
+    finally:
+        await database.dispose()
+    assert (mode, writer_mode) == ("on", "off")
