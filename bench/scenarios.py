@@ -1,0 +1,147 @@
+"""The benchmark's scenarios: which requests each sends, built from a sample of seeded rows.
+
+Each unary scenario holds several distinct requests (ids, e-mails, queries from the sample), so
+h2load runs one process per request and the Python client rotates through them. `kind` says how
+the final verdicts read a scenario; `shape` names the bare-server run it is compared with
+(scenarios whose requests look alike to a server without data share one bare run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import blog.v1.post_service_pb2 as post_pb
+import blog.v1.resources_pb2 as res_pb
+import blog.v1.user_service_pb2 as user_pb
+from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.message import Message
+
+from bench import fakedata
+from bench.model import Call, Workload
+from bench.seed import PASSWORD, Dataset
+
+USERS = "/blog.v1.UserService/"
+POSTS = "/blog.v1.PostService/"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A workload plus how to read it."""
+
+    workload: Workload
+    kind: str  # read | write | mix | auth | stream
+    shape: str
+
+    @property
+    def name(self) -> str:
+        return self.workload.name
+
+
+def _calls(method: str, messages: Sequence[Message], weight: float = 1.0) -> tuple[Call, ...]:
+    return tuple(Call(method, m.SerializeToString(), weight) for m in messages)
+
+
+def get_user(data: Dataset, k: int) -> tuple[Call, ...]:
+    return _calls(
+        USERS + "GetUser", [user_pb.GetUserRequest(id=u[0]) for u in data.sample_users[:k]]
+    )
+
+
+def get_user_by_email(data: Dataset, k: int) -> tuple[Call, ...]:
+    msgs = [user_pb.GetUserByEmailRequest(email=u[1]) for u in data.sample_users[:k]]
+    return _calls(USERS + "GetUserByEmail", msgs)
+
+
+def list_users(query: str = "") -> tuple[Call, ...]:
+    return _calls(USERS + "ListUsers", [user_pb.ListUsersRequest(page_size=50, query=query)])
+
+
+def list_posts(token: str = "") -> tuple[Call, ...]:
+    return _calls(POSTS + "ListPosts", [post_pb.ListPostsRequest(page_size=50, page_token=token)])
+
+
+def create_post(data: Dataset, k: int) -> tuple[Call, ...]:
+    msgs = [
+        post_pb.CreatePostRequest(
+            author_id=u[0], title=f"Bench post {i}", content=fakedata.content(i), published=True
+        )
+        for i, u in enumerate(data.sample_users[:k])
+    ]
+    return _calls(POSTS + "CreatePost", msgs)
+
+
+def update_post(data: Dataset, k: int) -> tuple[Call, ...]:
+    msgs = [
+        post_pb.UpdatePostRequest(
+            post=res_pb.Post(id=pid, title=f"Updated title {pid}"),
+            update_mask=FieldMask(paths=["title"]),
+        )
+        for pid in data.sample_posts[:k]
+    ]
+    return _calls(POSTS + "UpdatePost", msgs)
+
+
+def authenticate(data: Dataset, k: int) -> tuple[Call, ...]:
+    msgs = [
+        user_pb.AuthenticateUserRequest(login=u[1] if i % 2 else u[2], password=PASSWORD)
+        for i, u in enumerate(data.sample_users[:k])
+    ]
+    return _calls(USERS + "AuthenticateUser", msgs)
+
+
+def mix(data: Dataset) -> tuple[Call, ...]:
+    """80 % reads, 20 % writes, by call count."""
+    parts = [
+        (get_user(data, 64), 40.0),
+        (get_user_by_email(data, 64), 10.0),
+        (list_users(), 10.0),
+        (list_posts(), 20.0),
+        (create_post(data, 64), 10.0),
+        (update_post(data, 64), 10.0),
+    ]
+    return tuple(replace(c, weight=w / len(calls)) for calls, w in parts for c in calls)
+
+
+def stream_posts() -> tuple[Call, ...]:
+    return _calls(POSTS + "StreamPosts", [post_pb.StreamPostsRequest()])
+
+
+def build(data: Dataset, base: Workload, deep_token: str, stream_limit: int) -> list[Scenario]:
+    """Every scenario in run order, timed and sized like `base` (its `calls` are ignored)."""
+    conns = base.connections
+
+    def w(name: str, calls: tuple[Call, ...], **changes: object) -> Workload:
+        return replace(base, name=name, calls=calls, **changes)  # type: ignore[arg-type]
+
+    query = fakedata.FIRST_NAMES[7]
+    out = [
+        Scenario(w("GetUser", get_user(data, conns)), "read", "GetUser"),
+        Scenario(w("GetUserByEmail", get_user_by_email(data, conns)), "read", "GetUserByEmail"),
+        Scenario(w("ListUsers", list_users()), "read", "ListUsers"),
+        Scenario(w("ListPosts", list_posts()), "read", "ListPosts"),
+        Scenario(w("ListPosts deep page", list_posts(deep_token)), "read", "ListPosts"),
+        Scenario(w(f"ListUsers query={query!r}", list_users(query)), "read", "ListUsers"),
+        Scenario(w("CreatePost", create_post(data, conns)), "write", "CreatePost"),
+        # a connection and a stream per post: concurrent updates of one row queue on its lock
+        Scenario(
+            w("UpdatePost", update_post(data, base.concurrency), connections=base.concurrency),
+            "write",
+            "UpdatePost",
+        ),
+        Scenario(w("Mix 80/20", mix(data)), "mix", "Mix 80/20"),
+        Scenario(w("AuthenticateUser", authenticate(data, conns)), "auth", "AuthenticateUser"),
+        Scenario(
+            w(
+                "StreamPosts",
+                stream_posts(),
+                concurrency=1,
+                warmup_s=0.0,
+                stream=True,
+                stream_limit=stream_limit,
+            ),
+            "stream",
+            "StreamPosts",
+        ),
+    ]
+    return out
