@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grpc
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from service.db.engine import Database
@@ -18,6 +19,15 @@ handling_seconds = Histogram(
     _LABELS,
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+
+def go_code_name(code: grpc.StatusCode) -> str:
+    """The code as go-grpc-prometheus labels it (codes.Code.String()): NotFound, Canceled, ..."""
+    return _GO_NAMES.get(code) or "".join(part.title() for part in code.name.split("_"))
+
+
+_GO_NAMES = {grpc.StatusCode.OK: "OK", grpc.StatusCode.CANCELLED: "Canceled"}
+
 pool_checked_out = Gauge("db_pool_checked_out", "Connections in use.", ("pool",))
 pool_idle = Gauge("db_pool_idle", "Connections idle in the pool.", ("pool",))
 pool_size = Gauge("db_pool_size", "Configured pool size.", ("pool",))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
@@ -75,6 +76,21 @@ def wrap_handler(
         )
     if handler.unary_stream is not None:
         stream: Any = handler.unary_stream
+
+        if not inspect.isasyncgenfunction(stream):
+            # A stream written with `await context.write(...)` (grpc_health's Watch, for one):
+            # a coroutine, not an async generator; wrapping it as one made Watch fail INTERNAL.
+            async def unary_stream_writes(
+                request: Any, context: aio.ServicerContext[Any, Any]
+            ) -> None:
+                async with around(context):
+                    await stream(request, context)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream_writes,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
 
         async def unary_stream(
             request: Any, context: aio.ServicerContext[Any, Any]

@@ -66,7 +66,10 @@ class ObserveInterceptor(CallInterceptor):
             elapsed = time.perf_counter() - start
             code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
             if self._metrics:
-                metrics.handled.labels(kind, service, name, code_name).inc()
+                go_name = (
+                    metrics.go_code_name(code) if isinstance(code, grpc.StatusCode) else code_name
+                )
+                metrics.handled.labels(kind, service, name, go_name).inc()
                 metrics.handling_seconds.labels(kind, service, name).observe(elapsed)
             log.info(
                 "%s %s %.1fms",

@@ -31,17 +31,19 @@ class SessionInterceptor(CallInterceptor):
         return method in API_METHODS
 
     def _budget(self, method: str, context: aio.ServicerContext[Any, Any]) -> float | None:
-        """Seconds the call may run: its deadline, else DEFAULT_TIMEOUT_SECONDS.
+        """Seconds our own timer gives the call: DEFAULT_TIMEOUT_SECONDS when it has no deadline.
 
-        When they run out the call's task is cancelled, and cancelling asyncpg's await sends
+        When time runs out the call's task is cancelled, and cancelling asyncpg's await sends
         PostgreSQL a cancel request, so no statement outlives its call; this costs no round
-        trip on the way. Streams may run as long as their client lets them: gRPC itself
-        cancels a stream at the client's deadline, so no timer of ours is set for them.
+        trip on the way. A call with a deadline (and every stream) is cancelled by gRPC itself
+        when its deadline passes, so no timer of ours is set for it: a second cancellation
+        landing while SQLAlchemy closes the connection after the first would make it abort
+        the connection at once, killing asyncpg's pending cancel request, and the statement
+        would go on waiting inside PostgreSQL (tests/test_deadlines.py).
         """
-        if method in STREAMING_METHODS:
+        if method in STREAMING_METHODS or context.time_remaining() is not None:
             return None
-        remaining = context.time_remaining()
-        return self._default_timeout if remaining is None else max(remaining, 0.0)
+        return self._default_timeout
 
     @asynccontextmanager
     async def around(
