@@ -68,6 +68,7 @@ def _engine(settings: Settings, url: str, *, read_only: bool) -> AsyncEngine:
     return create_async_engine(
         url,
         echo=settings.db_echo,
+        hide_parameters=True,  # DB_ECHO and error messages must never show a password hash
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,

@@ -57,7 +57,11 @@ class ObserveInterceptor(CallInterceptor):
             code = context.code() or grpc.StatusCode.UNKNOWN
             raise
         except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
+            # gRPC cancels the call's task both when the client cancels and when the deadline
+            # passes; the client saw DEADLINE_EXCEEDED in the second case, so record that.
+            remaining = context.time_remaining()
+            expired = remaining is not None and remaining <= 0
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
             raise
         except BaseException:
             code = grpc.StatusCode.UNKNOWN

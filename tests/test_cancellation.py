@@ -1,0 +1,214 @@
+"""Clients that give up: 500 calls in flight, blocked for real on a lock the test holds, are
+cancelled by their clients. Nothing they wrote survives, every connection goes back to the
+pool, and PostgreSQL is left with no statement of ours running and no session idle in a
+transaction. Streams cancelled mid-way too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import grpc
+from blog.v1 import post_service_pb2, resources_pb2, user_service_pb2
+from google.protobuf import field_mask_pb2
+
+from service.server import Server
+
+if TYPE_CHECKING:
+    from blog.v1.post_service_pb2_grpc import PostServiceAsyncStub as PostStub
+    from blog.v1.user_service_pb2_grpc import UserServiceAsyncStub as UserStub
+
+APP = "blog-service"
+
+
+@asynccontextmanager
+async def tables_locked(pool: asyncpg.Pool, *tables: str) -> AsyncIterator[asyncpg.Connection]:
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.execute(f"LOCK TABLE {', '.join(tables)} IN ACCESS EXCLUSIVE MODE")
+        yield connection
+
+
+async def make_user(db: asyncpg.Connection, name: str) -> int:
+    user_id: int = await db.fetchval(
+        "INSERT INTO users (email, username, hashed_password) VALUES ($1, $2, 'x') RETURNING id",
+        f"{name}@example.com",
+        name,
+    )
+    return user_id
+
+
+async def our_sessions(db: asyncpg.Connection) -> dict[str, int]:
+    rows = await db.fetch(
+        "SELECT coalesce(state, '?') AS state, count(*) AS n FROM pg_stat_activity"
+        " WHERE application_name = $1 AND datname = current_database()"
+        " AND pid <> pg_backend_pid() GROUP BY 1",
+        APP,
+    )
+    return {r["state"]: int(r["n"]) for r in rows}
+
+
+async def settled(
+    db: asyncpg.Connection, server: Server, within: float = 5.0
+) -> tuple[int, dict[str, int]]:
+    """(connections checked out, our non-idle sessions by state), once they reach zero."""
+    end = time.monotonic() + within
+    while True:
+        checked_out = sum(e.pool.checkedout() for e in server.database.engines)  # type: ignore[attr-defined]
+        busy = {s: n for s, n in (await our_sessions(db)).items() if s != "idle"}
+        if (checked_out == 0 and not busy) or time.monotonic() > end:
+            return int(checked_out), busy
+        await asyncio.sleep(0.05)
+
+
+async def waiting_on_lock(db: asyncpg.Connection, at_least: int, within: float = 5.0) -> int:
+    end = time.monotonic() + within
+    waiting = 0
+    while time.monotonic() < end:
+        waiting = int(
+            await db.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
+                " AND datname = current_database() AND wait_event_type = 'Lock'",
+                APP,
+            )
+        )
+        if waiting >= at_least:
+            break
+        await asyncio.sleep(0.02)
+    return waiting
+
+
+async def test_500_cancelled_calls_roll_back_and_release_everything(
+    server: Server, users: UserStub, posts: PostStub, db: asyncpg.Connection, db_pool: asyncpg.Pool
+) -> None:
+    author = await make_user(db, "author")
+    before = dict(await db.fetchrow("SELECT * FROM users WHERE id = $1", author))
+    calls: list[Any] = []
+    call: Any
+
+    async with tables_locked(db_pool, "users", "posts"):
+        for i in range(500):
+            kind = i % 5
+            if kind == 0:
+                call = posts.CreatePost(
+                    post_service_pb2.CreatePostRequest(
+                        author_id=author, title=f"t{i}", content="c"
+                    ),
+                    timeout=30,
+                )
+            elif kind == 1:
+                call = users.UpdateUser(
+                    user_service_pb2.UpdateUserRequest(
+                        user=resources_pb2.User(id=author, username=f"renamed{i}"),
+                        update_mask=field_mask_pb2.FieldMask(paths=["username"]),
+                    ),
+                    timeout=30,
+                )
+            elif kind == 2:
+                call = posts.BatchCreatePosts(
+                    post_service_pb2.BatchCreatePostsRequest(
+                        requests=[
+                            post_service_pb2.CreatePostRequest(
+                                author_id=author, title=f"b{i}-{j}", content="c"
+                            )
+                            for j in range(3)
+                        ]
+                    ),
+                    timeout=30,
+                )
+            elif kind == 3:
+                call = users.CreateUser(
+                    user_service_pb2.CreateUserRequest(
+                        email=f"new{i}@example.com", username=f"new{i}", password="password-123"
+                    ),
+                    timeout=30,
+                )
+            else:
+                call = users.GetUser(user_service_pb2.GetUserRequest(id=author), timeout=30)
+            calls.append(call)
+        # Every pooled connection is now busy waiting on the lock; the rest wait for the pool.
+        assert await waiting_on_lock(db, 15) >= 15
+        await asyncio.sleep(0.2)
+        for call in calls:
+            call.cancel()
+        codes = []
+        for call in calls:
+            try:
+                await call
+                codes.append(grpc.StatusCode.OK)
+            except asyncio.CancelledError:
+                codes.append(grpc.StatusCode.CANCELLED)
+            except grpc.RpcError as error:
+                codes.append(error.code())
+        assert set(codes) == {grpc.StatusCode.CANCELLED}
+        # Checked while the lock is held: a statement left behind would still be waiting on it.
+        checked_out, busy = await settled(db, server)
+        assert checked_out == 0
+        assert busy == {}, busy
+
+    await asyncio.sleep(0.2)  # nothing lands late once the lock is gone
+    assert await db.fetchval("SELECT count(*) FROM posts") == 0
+    assert await db.fetchval("SELECT count(*) FROM users") == 1
+    assert dict(await db.fetchrow("SELECT * FROM users WHERE id = $1", author)) == before
+    checked_out, busy = await settled(db, server)
+    assert (checked_out, busy) == (0, {})
+    assert "idle in transaction" not in await our_sessions(db)
+    # The service is healthy afterwards: every pool serves again.
+    assert (await users.GetUser(user_service_pb2.GetUserRequest(id=author), timeout=5)).id == author
+    post = await posts.CreatePost(
+        post_service_pb2.CreatePostRequest(author_id=author, title="after", content="c"), timeout=5
+    )
+    assert post.id > 0
+
+
+async def test_cancelled_streams_blocked_on_a_lock_release_everything(
+    server: Server, posts: PostStub, db: asyncpg.Connection, db_pool: asyncpg.Pool
+) -> None:
+    author = await make_user(db, "streamer")
+    await db.executemany(
+        "INSERT INTO posts (author_id, title, content) VALUES ($1, $2, 'c')",
+        [(author, f"t{i}") for i in range(20)],
+    )
+    async with tables_locked(db_pool, "posts"):
+        streams = [
+            posts.StreamPosts(post_service_pb2.StreamPostsRequest(author_id=author), timeout=30)
+            for _ in range(50)
+        ]
+        readers = [asyncio.ensure_future(stream.read()) for stream in streams]
+        assert await waiting_on_lock(db, 10) >= 10
+        for stream in streams:
+            stream.cancel()
+        for reader in readers:
+            with suppress(asyncio.CancelledError, grpc.RpcError):
+                await reader
+        checked_out, busy = await settled(db, server)
+        assert (checked_out, busy) == (0, {})
+    assert await db.fetchval("SELECT count(*) FROM posts") == 20
+
+
+async def test_streams_cancelled_mid_way_release_their_cursor_and_transaction(
+    server: Server, posts: PostStub, db: asyncpg.Connection
+) -> None:
+    author = await make_user(db, "bulk")
+    await db.execute(
+        "INSERT INTO posts (author_id, title, content)"
+        " SELECT $1, 't' || g, repeat('x', 500) FROM generate_series(1, 20000) g",
+        author,
+    )
+    streams = [
+        posts.StreamPosts(post_service_pb2.StreamPostsRequest(author_id=author), timeout=30)
+        for _ in range(15)  # within the read pool (DB_POOL_SIZE + DB_MAX_OVERFLOW = 20)
+    ]
+    for stream in streams:
+        for _ in range(5):
+            assert (await stream.read()).author_id == author  # type: ignore[attr-defined]
+    # Every stream is now mid-way through its server-side cursor.
+    for stream in streams:
+        stream.cancel()
+    checked_out, busy = await settled(db, server)
+    assert (checked_out, busy) == (0, {})
+    assert "idle in transaction" not in await our_sessions(db)

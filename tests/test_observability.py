@@ -1,0 +1,221 @@
+"""Request ids, JSON logs and Prometheus metrics of `python -m service`, read the way an operator
+reads them: from its output and from its /metrics endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from blog.v1 import user_service_pb2, user_service_pb2_grpc
+
+from tests.support import ServerProcess, free_port
+
+TOKEN = f"tok-{uuid.uuid4().hex}"
+PASSWORD = f"Pw-{uuid.uuid4().hex}-secret"
+NEW_PASSWORD = f"Pw2-{uuid.uuid4().hex}-secret"
+AUTH = [("authorization", f"Bearer {TOKEN}")]
+
+
+@pytest.fixture(scope="module")
+def observed(database_url: str) -> Iterator[ServerProcess]:
+    env = {
+        "DATABASE_URL": database_url,
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        "METRICS_PORT": str(free_port()),
+        "AUTH_TOKENS": TOKEN,
+    }
+    with ServerProcess(env) as process:
+        yield process
+
+
+@pytest.fixture
+def users(observed: ServerProcess) -> Iterator[Any]:
+    with grpc.insecure_channel(observed.address) as channel:
+        yield user_service_pb2_grpc.UserServiceStub(channel)
+
+
+def response_request_ids(call: Any) -> list[str]:
+    metadata = [*(call.initial_metadata() or ()), *(call.trailing_metadata() or ())]
+    return [value for key, value in metadata if key == "x-request-id"]
+
+
+def log_entries(process: ServerProcess) -> list[dict[str, Any]]:
+    entries = []
+    for line in process.output().splitlines():
+        if not line.strip():
+            continue
+        entry = json.loads(line)  # every line must be one JSON object
+        assert isinstance(entry, dict), line
+        entries.append(entry)
+    return entries
+
+
+def wait_for_entry(process: ServerProcess, request_id: str) -> list[dict[str, Any]]:
+    end = time.monotonic() + 3
+    while True:
+        mine = [e for e in log_entries(process) if e.get("request_id") == request_id]
+        if mine or time.monotonic() > end:
+            return mine
+        time.sleep(0.02)
+
+
+def test_given_request_id_is_echoed_and_logged(users: Any, observed: ServerProcess) -> None:
+    rid = f"test-{uuid.uuid4().hex}"
+    _, call = users.ListUsers.with_call(
+        user_service_pb2.ListUsersRequest(),
+        metadata=[*AUTH, ("x-request-id", rid)],
+        timeout=5,
+    )
+    assert response_request_ids(call) == [rid]
+    (entry,) = wait_for_entry(observed, rid)
+    assert entry["method"] == "/blog.v1.UserService/ListUsers"
+    assert entry["code"] == "OK"
+    assert isinstance(entry["duration_ms"], int | float) and entry["duration_ms"] >= 0
+    assert entry["level"] == "INFO"
+
+
+def test_request_id_is_generated_when_absent_and_echoed_on_errors(
+    users: Any, observed: ServerProcess
+) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        users.GetUser(user_service_pb2.GetUserRequest(id=987654), metadata=AUTH, timeout=5)
+    error: Any = caught.value
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    (rid,) = response_request_ids(error)
+    assert len(rid) >= 16
+    (entry,) = wait_for_entry(observed, rid)
+    assert entry["code"] == "NOT_FOUND"
+    assert entry["method"] == "/blog.v1.UserService/GetUser"
+
+    _, first = users.ListUsers.with_call(user_service_pb2.ListUsersRequest(), metadata=AUTH)
+    _, second = users.ListUsers.with_call(user_service_pb2.ListUsersRequest(), metadata=AUTH)
+    assert response_request_ids(first) != response_request_ids(second)
+
+
+def test_unauthenticated_calls_get_an_id_and_a_log_line(
+    users: Any, observed: ServerProcess
+) -> None:
+    rid = f"anon-{uuid.uuid4().hex}"
+    with pytest.raises(grpc.RpcError) as caught:
+        users.ListUsers(
+            user_service_pb2.ListUsersRequest(), metadata=[("x-request-id", rid)], timeout=5
+        )
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert response_request_ids(caught.value) == [rid]
+    (entry,) = wait_for_entry(observed, rid)
+    assert entry["code"] == "UNAUTHENTICATED"
+
+
+def test_every_line_is_json_and_no_secret_is_ever_logged(
+    users: Any, observed: ServerProcess
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    rid = f"secret-{suffix}"
+    meta = [*AUTH, ("x-request-id", rid)]
+    user = users.CreateUser(
+        user_service_pb2.CreateUserRequest(
+            email=f"s{suffix}@example.com", username=f"s{suffix}", password=PASSWORD
+        ),
+        metadata=meta,
+        timeout=10,
+    )
+    users.AuthenticateUser(
+        user_service_pb2.AuthenticateUserRequest(login=user.email, password=PASSWORD),
+        metadata=meta,
+        timeout=10,
+    )
+    with pytest.raises(grpc.RpcError):
+        users.AuthenticateUser(
+            user_service_pb2.AuthenticateUserRequest(login=user.email, password=NEW_PASSWORD),
+            metadata=meta,
+            timeout=10,
+        )
+    users.ChangePassword(
+        user_service_pb2.ChangePasswordRequest(id=user.id, new_password=NEW_PASSWORD),
+        metadata=meta,
+        timeout=10,
+    )
+    with pytest.raises(grpc.RpcError):  # too long: a validation failure must not echo it
+        users.CreateUser(
+            user_service_pb2.CreateUserRequest(
+                email="x@example.com", username="xyz", password=PASSWORD * 40
+            ),
+            metadata=meta,
+            timeout=10,
+        )
+    with pytest.raises(grpc.RpcError):  # a wrong token, close to the right one
+        users.ListUsers(
+            user_service_pb2.ListUsersRequest(),
+            metadata=[("authorization", f"Bearer {TOKEN}0")],
+            timeout=5,
+        )
+    entries = wait_for_entry(observed, rid)
+    assert len(entries) >= 5
+    # Every line of these calls carries the request id; the calls each logged one line.
+    assert {e["method"] for e in entries} == {
+        "/blog.v1.UserService/CreateUser",
+        "/blog.v1.UserService/AuthenticateUser",
+        "/blog.v1.UserService/ChangePassword",
+    }
+    output = observed.output()
+    for secret in (PASSWORD, NEW_PASSWORD, TOKEN, "$argon2"):
+        assert secret not in output, secret
+    log_entries(observed)  # every line, whatever logged it, parses as one JSON object
+
+
+def scrape(process: ServerProcess) -> str:
+    port = process.env["METRICS_PORT"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        body: bytes = response.read()
+    return body.decode()
+
+
+def test_metrics_count_calls_by_method_and_code_and_show_the_pools(
+    users: Any, observed: ServerProcess
+) -> None:
+    users.ListUsers(user_service_pb2.ListUsersRequest(), metadata=AUTH, timeout=5)
+    with pytest.raises(grpc.RpcError):
+        users.GetUser(user_service_pb2.GetUserRequest(id=424242), metadata=AUTH, timeout=5)
+    text = scrape(observed)
+    lines = text.splitlines()
+
+    def has(prefix: str, *parts: str) -> bool:
+        return any(line.startswith(prefix) and all(p in line for p in parts) for line in lines)
+
+    assert has(
+        "grpc_server_handled_total{",
+        'grpc_method="ListUsers"',
+        'grpc_service="blog.v1.UserService"',
+        'grpc_code="OK"',
+        'grpc_type="unary"',
+    )
+    assert has("grpc_server_handled_total{", 'grpc_method="GetUser"', 'grpc_code="NotFound"')
+    assert has("grpc_server_started_total{", 'grpc_method="ListUsers"')
+    assert has("grpc_server_handling_seconds_bucket{", 'grpc_method="ListUsers"', 'le="+Inf"')
+    assert has("grpc_server_handling_seconds_count{", 'grpc_method="ListUsers"')
+    for gauge in ("db_pool_checked_out", "db_pool_idle"):
+        for pool in ("writer", "reader"):
+            assert has(gauge + "{", f'pool="{pool}"'), (gauge, pool)
+    checked_out = [
+        float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("db_pool_checked_out{")
+    ]
+    assert checked_out and all(v == 0 for v in checked_out)
+
+    before = _counter(text, 'grpc_method="ListUsers"', 'grpc_code="OK"')
+    users.ListUsers(user_service_pb2.ListUsersRequest(), metadata=AUTH, timeout=5)
+    assert _counter(scrape(observed), 'grpc_method="ListUsers"', 'grpc_code="OK"') == before + 1
+
+
+def _counter(text: str, *parts: str) -> float:
+    for line in text.splitlines():
+        if line.startswith("grpc_server_handled_total{") and all(p in line for p in parts):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
