@@ -48,14 +48,33 @@ async def driver_connection(session: AsyncSession) -> Any:
     lease: Any = session.info.get(_LEASE)
     if lease is None:
         engine: Any = session.bind
+        # Inside a greenlet: checking out may mean (re)connecting, which is I/O.
         lease = await greenlet_spawn(engine.sync_engine.pool.connect)
         session.info[_LEASE] = lease
     return lease.driver_connection
 
 
-def holds_connection(session: AsyncSession) -> bool:
-    """Whether the call checked a connection out (many calls fail validation before that)."""
-    return _LEASE in session.info or session.in_transaction()
+def release_without_io(session: AsyncSession, *, discard: bool) -> bool:
+    """Gives back what the call holds when no I/O is needed; False when `end_session` must run.
+
+    A healthy leased connection is an autocommit one with nothing to roll back: returning it
+    to a pool with room for it is plain bookkeeping, done here synchronously, with no
+    greenlet and no task. Most read-only calls end this way.
+    """
+    if session.in_transaction():
+        return False
+    lease = session.info.get(_LEASE)
+    if lease is None:
+        return True  # the call never touched the database (e.g. it failed validation)
+    if discard or lease.driver_connection.is_closed():
+        return False
+    engine: Any = session.bind
+    pool = engine.sync_engine.pool
+    if pool.checkedin() >= pool.size():
+        return False  # an overflow connection: the pool will close it, which is I/O
+    del session.info[_LEASE]
+    lease.close()
+    return True
 
 
 async def end_session(session: AsyncSession, *, rollback: bool, discard: bool) -> None:

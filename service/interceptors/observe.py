@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -40,7 +40,7 @@ class ObserveInterceptor(CallInterceptor):
     async def around(
         self, method: str, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[None]:
-        rid = _incoming_request_id(context) or uuid.uuid4().hex
+        rid = _incoming_request_id(context) or os.urandom(16).hex()  # as random as uuid4, cheaper
         token = logs.request_id.set(rid)
         _, service, name = method.split("/", 2)
         kind = "server_stream" if method in STREAMING_METHODS else "unary"

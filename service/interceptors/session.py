@@ -17,7 +17,7 @@ from grpc import aio
 from service.api import API_METHODS, READ_ONLY_METHODS, STREAMING_METHODS
 from service.db import errors as db_errors
 from service.db.engine import Database
-from service.db.session import bind_session, end_session, holds_connection, unbind_session
+from service.db.session import bind_session, end_session, release_without_io, unbind_session
 from service.domain.errors import DeadlineExceeded, DomainError
 from service.interceptors.base import CallInterceptor
 
@@ -73,7 +73,7 @@ class SessionInterceptor(CallInterceptor):
                 raise translated from error
             raise
         finally:
-            if holds_connection(session):
+            if not release_without_io(session, discard=connection_suspect):
                 # Roll back (unless committed) and give the connection back in one shielded
                 # step: a cancellation arriving now can neither interrupt the rollback nor
                 # strand the connection checked out.

@@ -14,6 +14,7 @@ from service.servicers.convert import masked_fields, user_message
 
 Context = aio.ServicerContext[Any, Any]
 USER_FIELDS = ("email", "username", "is_active", "is_superuser")
+_USER_VIEWS = frozenset(resources_pb2.UserView.values())
 
 
 class UserServicer(user_service_pb2_grpc.UserServiceServicer):
@@ -40,9 +41,7 @@ class UserServicer(user_service_pb2_grpc.UserServiceServicer):
     ) -> resources_pb2.User:
         with check.Violations() as v:
             check.resource_id(v, "id", request.id)
-            v.check(
-                request.view in resources_pb2.UserView.values(), "view", "is not a known UserView"
-            )
+            v.check(request.view in _USER_VIEWS, "view", "is not a known UserView")
         if request.view == resources_pb2.USER_VIEW_WITH_POSTS:
             found = await self._users.get_with_posts(request.id)
             return user_message(found.user, found.posts)
