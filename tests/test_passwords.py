@@ -7,6 +7,7 @@ import asyncio
 import statistics
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import grpc
@@ -17,7 +18,8 @@ from grpc import aio
 from service.server import Server
 from tests.conftest import make_settings
 
-UserStub = user_service_pb2_grpc.UserServiceStub
+if TYPE_CHECKING:
+    from blog.v1.user_service_pb2_grpc import UserServiceAsyncStub as UserStub
 PASSWORD = "correct horse battery"
 
 
@@ -39,7 +41,8 @@ async def costly_server(database_url: str, db_pool: asyncpg.Pool) -> AsyncIterat
 
 def _stub(server: Server) -> tuple[aio.Channel, UserStub]:
     channel = aio.insecure_channel(f"127.0.0.1:{server.port}")
-    return channel, UserStub(channel)
+    stub: Any = user_service_pb2_grpc.UserServiceStub(channel)
+    return channel, stub
 
 
 async def _create(users: UserStub, name: str) -> int:
@@ -48,12 +51,12 @@ async def _create(users: UserStub, name: str) -> int:
             email=f"{name}@example.com", username=name, password=PASSWORD
         )
     )
-    return user.id
+    return int(user.id)
 
 
 async def _stored_hash(db: asyncpg.Connection, user_id: int) -> str:
-    value: str = await db.fetchval("SELECT hashed_password FROM users WHERE id = $1", user_id)
-    return value
+    value = await db.fetchval("SELECT hashed_password FROM users WHERE id = $1", user_id)
+    return str(value)
 
 
 async def test_hash_is_argon2id_with_the_configured_cost(
@@ -127,7 +130,7 @@ async def test_a_burst_of_logins_does_not_stall_other_calls(costly_server: Serve
         user_id = await _create(users, "burst")
         request = user_service_pb2.AuthenticateUserRequest(login="burst", password=PASSWORD)
 
-        async def reads_during(burst: asyncio.Future[object]) -> list[float]:
+        async def reads_during(burst: asyncio.Future[Any]) -> list[float]:
             latencies = []
             while not burst.done():
                 start = time.perf_counter()
@@ -136,8 +139,8 @@ async def test_a_burst_of_logins_does_not_stall_other_calls(costly_server: Serve
             return latencies
 
         start = time.perf_counter()
-        burst = asyncio.ensure_future(
-            asyncio.gather(*(users.AuthenticateUser(request) for _ in range(16)))
+        burst: asyncio.Future[Any] = asyncio.gather(
+            *(users.AuthenticateUser(request) for _ in range(16))
         )
         latencies = await reads_during(burst)
         await burst
