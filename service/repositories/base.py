@@ -7,8 +7,8 @@ runs it one of two ways, decided by the call's session, never by the repository 
   read-only, so there is no transaction for SQLAlchemy to manage: the SQL compiled once is
   sent straight to asyncpg (which keeps it prepared per connection). One round trip, and
   none of the ORM's per-statement work, which dominates a primary-key read otherwise.
-* in a writing call the statement goes through `session.execute`, inside the call's
-  transaction (BEGIN ... COMMIT/ROLLBACK owned by the session interceptor).
+* in a writing call the statement runs on the session's connection (Core execution), inside
+  the call's transaction (BEGIN ... COMMIT/ROLLBACK owned by the session interceptor).
 
 Either way a row reads the same: a tuple-like record indexed by position.
 """
@@ -67,7 +67,10 @@ class BaseRepository:
             driver = await driver_connection(session)
             rows: Sequence[Row] = await driver.fetch(query.sql, *query.arguments(params))
             return rows
-        result = await session.execute(query.statement, query.named(params))
+        # The session's connection, in the session's transaction; Core execution skips the
+        # ORM's per-statement work, which these plain statements do not need.
+        connection = await session.connection()
+        result = await connection.execute(query.statement, query.named(params))
         return list(result.all())
 
     async def _one(self, query: Query, **params: Any) -> Row | None:
