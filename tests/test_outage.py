@@ -191,7 +191,7 @@ def test_real_deadlock_is_aborted_so_the_client_retries(
     The batch's foreign-key checks take KEY SHARE locks on its authors in request order (a,
     then b); the test holds b FOR UPDATE, then asks for a FOR UPDATE. PostgreSQL's deadlock
     detector runs in the backend that has waited deadlock_timeout: ours waits 10 s, the
-    service's the default 1 s, so it is the service's transaction that is the victim.
+    service's 3 s (set server-wide below), so it is the service's transaction that is the victim.
     """
     posts = post_service_pb2_grpc.PostServiceStub(channel)
     url = plain(owned_pg.url())
@@ -226,6 +226,12 @@ def test_real_deadlock_is_aborted_so_the_client_retries(
         if code == grpc.StatusCode.OK or time.monotonic() > end:
             break
     a, b = asyncio.run(setup())
+    # PostgreSQL checks for a deadlock once, deadlock_timeout after a backend starts waiting.
+    # The service's backend starts waiting first; the test completes the cycle a moment later.
+    # With the default 1 s a slow moment on a loaded machine could let the service's single
+    # check run before the cycle exists, leaving only the test's 10 s check (and the call's
+    # deadline). 3 s leaves ample room and keeps the service's backend the one that checks first.
+    asyncio.run(_set_deadlock_timeout(url, "3s"))
 
     result: dict[str, tuple[grpc.StatusCode, str, float]] = {}
     test_side: dict[str, object] = {}
@@ -289,3 +295,17 @@ def test_real_deadlock_is_aborted_so_the_client_retries(
     assert asyncio.run(count_posts()) == 0
     # Retrying, as ABORTED tells the client to, succeeds.
     assert outcome(batch)[0] == grpc.StatusCode.OK
+    asyncio.run(_set_deadlock_timeout(url, None))
+
+
+async def _set_deadlock_timeout(url: str, value: str | None) -> None:
+    """Sets (None: resets) deadlock_timeout server-wide; every session picks it up on reload."""
+    connection = await asyncpg.connect(url)
+    try:
+        if value is None:
+            await connection.execute("ALTER SYSTEM RESET deadlock_timeout")
+        else:
+            await connection.execute(f"ALTER SYSTEM SET deadlock_timeout = '{value}'")
+        await connection.execute("SELECT pg_reload_conf()")
+    finally:
+        await connection.close()

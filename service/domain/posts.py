@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from service.domain.entities import NewPost, Page, PostRecord, version_of
-from service.domain.errors import StaleEtag, post_not_found
+from service.domain.entities import NewPost, Page, PostRecord
+from service.domain.errors import post_not_found
 from service.domain.paging import PageTokens
+from service.domain.updates import update_if_current
 from service.repositories.posts import PostRepository
 
 
@@ -50,15 +51,7 @@ class Posts:
         return self._tokens.page("posts", filters, rows, page_size)
 
     async def update(self, post_id: int, values: dict[str, Any], etag: str) -> PostRecord:
-        expected = version_of(etag) if etag else None
-        if etag and expected is None:
-            raise StaleEtag(f"etag {etag!r} does not match post {post_id}")
-        post = await self._posts.update(post_id, values, expected_version=expected)
-        if post is not None:
-            return post
-        if await self._posts.exists(post_id):
-            raise StaleEtag(f"post {post_id} was changed since etag {etag!r}: read it again")
-        raise post_not_found(post_id)
+        return await update_if_current(self._posts, "post", post_id, values, etag, post_not_found)
 
     async def delete(self, post_id: int) -> None:
         if not await self._posts.delete(post_id):

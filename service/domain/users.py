@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.domain.entities import Page, UserRecord, UserWithPosts, version_of
+from service.domain.entities import Page, UserRecord, UserWithPosts
 from service.domain.errors import (
-    StaleEtag,
     Unauthenticated,
     user_not_found,
     user_not_found_by_email,
 )
 from service.domain.paging import PageTokens
 from service.domain.passwords import Passwords
+from service.domain.updates import update_if_current
 from service.repositories.posts import PostRepository
 from service.repositories.users import UserRepository
 
@@ -61,15 +61,7 @@ class Users:
         return self._tokens.page("users", filters, rows, page_size)
 
     async def update(self, user_id: int, values: dict[str, Any], etag: str) -> UserRecord:
-        expected = version_of(etag) if etag else None
-        if etag and expected is None:
-            raise StaleEtag(f"etag {etag!r} does not match user {user_id}")
-        user = await self._users.update(user_id, values, expected_version=expected)
-        if user is not None:
-            return user
-        if await self._users.exists(user_id):
-            raise StaleEtag(f"user {user_id} was changed since etag {etag!r}: read it again")
-        raise user_not_found(user_id)
+        return await update_if_current(self._users, "user", user_id, values, etag, user_not_found)
 
     async def change_password(self, user_id: int, new_password: str) -> None:
         hashed = await self._passwords.hash(new_password)
