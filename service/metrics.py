@@ -21,12 +21,15 @@ handling_seconds = Histogram(
 )
 
 
+# Codes as go-grpc-prometheus labels them (Go's codes.Code.String()): NotFound, Canceled, ...
+_GO_NAMES = {
+    code: "".join(part.title() for part in code.name.split("_")) for code in grpc.StatusCode
+} | {grpc.StatusCode.OK: "OK", grpc.StatusCode.CANCELLED: "Canceled"}
+
+
 def go_code_name(code: grpc.StatusCode) -> str:
-    """The code as go-grpc-prometheus labels it (codes.Code.String()): NotFound, Canceled, ..."""
-    return _GO_NAMES.get(code) or "".join(part.title() for part in code.name.split("_"))
+    return _GO_NAMES[code]
 
-
-_GO_NAMES = {grpc.StatusCode.OK: "OK", grpc.StatusCode.CANCELLED: "Canceled"}
 
 pool_checked_out = Gauge("db_pool_checked_out", "Connections in use.", ("pool",))
 pool_idle = Gauge("db_pool_idle", "Connections idle in the pool.", ("pool",))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -35,6 +36,12 @@ class Database:
     @property
     def engines(self) -> tuple[AsyncEngine, ...]:
         return (self.writer,) if self.reader is self.writer else (self.writer, self.reader)
+
+    async def ping(self) -> None:
+        """One `SELECT 1` on each pool: raises when either cannot be reached."""
+        for engine in self.engines:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
         for engine in self.engines:

@@ -104,8 +104,9 @@ def search_query(v: Violations, field: str, value: str) -> None:
         v.check(len(value) <= QUERY_MAX, field, f"must be at most {QUERY_MAX} characters")
 
 
-def login(v: Violations, field: str, value: str) -> None:
-    """Any string may be tried as a login; only NUL (which PostgreSQL cannot store) is refused."""
+def free_text(v: Violations, field: str, value: str) -> None:
+    """Any string is acceptable (a login, a password to check, an etag) except one with NUL,
+    which PostgreSQL cannot store or compare."""
     _no_nul(v, field, value)
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 from grpc_status import rpc_status
 
@@ -48,7 +48,7 @@ def rich_status(
     code: grpc.StatusCode,
     message: str,
     reason: str,
-    violations: list[errors.FieldViolation] = (),  # type: ignore[assignment]
+    violations: Sequence[errors.FieldViolation] = (),
 ) -> grpc.Status:
     details = [_packed(error_details_pb2.ErrorInfo(reason=reason, domain=errors.ERROR_DOMAIN))]
     if violations:
@@ -104,6 +104,3 @@ async def _abort(context: aio.ServicerContext[Any, Any], status: grpc.Status) ->
     # Like abort_with_status, but keeps the trailing metadata already set (the request id).
     trailing = (*(context.trailing_metadata() or ()), *status.trailing_metadata)
     await context.abort(status.code, status.details, trailing_metadata=trailing)
-
-
-assert grpc.StatusCode.INTERNAL.value[0] == code_pb2.INTERNAL

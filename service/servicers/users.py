@@ -81,7 +81,7 @@ class UserServicer(user_service_pb2_grpc.UserServiceServicer):
                 check.email(v, "user.email", user.email)
             if "username" in fields:
                 check.username(v, "user.username", user.username)
-            check.login(v, "user.etag", user.etag)
+            check.free_text(v, "user.etag", user.etag)
         values = {name: getattr(user, name) for name in fields}
         return user_message(await self._users.update(user.id, values, user.etag))
 
@@ -107,7 +107,7 @@ class UserServicer(user_service_pb2_grpc.UserServiceServicer):
     ) -> resources_pb2.User:
         with check.Violations() as v:
             v.check(bool(request.login), "login", "is required")
-            check.login(v, "login", request.login)
+            check.free_text(v, "login", request.login)
             v.check(bool(request.password), "password", "is required")
-            check.login(v, "password", request.password)
+            check.free_text(v, "password", request.password)
         return user_message(await self._users.authenticate(request.login, request.password))
