@@ -219,3 +219,38 @@ def _counter(text: str, *parts: str) -> float:
         if line.startswith("grpc_server_handled_total{") and all(p in line for p in parts):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def test_db_echo_logs_each_statement_with_its_call_and_never_its_parameters(
+    database_url: str,
+) -> None:
+    env = {"DATABASE_URL": database_url, "LOG_FORMAT": "json", "DB_ECHO": "true"}
+    suffix = uuid.uuid4().hex[:8]
+    rid = f"echo-{suffix}"
+    with ServerProcess(env) as process, grpc.insecure_channel(process.address) as channel:
+        stub = user_service_pb2_grpc.UserServiceStub(channel)
+        meta = [("x-request-id", rid)]
+        user = stub.CreateUser(
+            user_service_pb2.CreateUserRequest(
+                email=f"e{suffix}@example.com", username=f"e{suffix}", password=PASSWORD
+            ),
+            metadata=meta,
+            timeout=10,
+        )
+        stub.GetUser(user_service_pb2.GetUserRequest(id=user.id), metadata=meta, timeout=10)
+        entries = wait_for_entry(process, rid)
+        time.sleep(0.2)  # the statement lines are written after the call's own line
+        statements = [
+            e["message"]
+            for e in log_entries(process)
+            if e.get("logger") == "service.sql" and e.get("request_id") == rid
+        ]
+        output = process.output()
+
+    assert entries
+    assert any(s.startswith("BEGIN") for s in statements), statements
+    assert any("INSERT INTO users" in s for s in statements), statements
+    assert any(s.startswith("COMMIT") for s in statements), statements
+    assert any("FROM users" in s and "WHERE users.id = $1" in s for s in statements), statements
+    for secret in (PASSWORD, "$argon2", f"e{suffix}@example.com"):
+        assert secret not in output, secret

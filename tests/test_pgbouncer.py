@@ -29,7 +29,6 @@ from blog.v1 import (
 )
 from google.protobuf import field_mask_pb2
 from grpc import aio
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from service.db.engine import create_database
@@ -312,10 +311,13 @@ async def test_reads_through_pgbouncer_still_run_read_only(
     DB_PGBOUNCER=true the read pool opens BEGIN READ ONLY transactions instead."""
     database = create_database(make_settings(through(bouncer, database_url), DB_PGBOUNCER=True))
     try:
-        async with database.read_sessions() as session:
-            mode = (await session.execute(text("SHOW transaction_read_only"))).scalar_one()
-        async with database.write_sessions() as session:
-            writer_mode = (await session.execute(text("SHOW transaction_read_only"))).scalar_one()
+        modes = []
+        for read_only in (True, False):
+            session = database.session(read_only=read_only)
+            connection = await session.connection()
+            modes.append(await connection.fetchval("SHOW transaction_read_only"))
+            await session.close(discard=False)
+        mode, writer_mode = modes
     finally:
         await database.dispose()
     assert (mode, writer_mode) == ("on", "off")

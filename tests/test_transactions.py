@@ -23,10 +23,9 @@ from blog.v1 import (
 )
 from google.protobuf import field_mask_pb2
 from grpc import aio
-from sqlalchemy import text
 
 from service.db import errors as db_errors
-from service.db.session import bind_session, current_session, end_session, unbind_session
+from service.db.session import bind_session, current_session, unbind_session
 from service.domain.entities import NewPost
 from service.domain.errors import ReadOnlyViolation
 from service.interceptors.errors import ErrorInterceptor
@@ -39,10 +38,16 @@ from tests.support import rich_error
 Handler = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
 CustomCall = Callable[..., Coroutine[Any, Any, Any]]
 
-INSERT_MARKER = text(
+INSERT_MARKER = (
     "INSERT INTO users (email, username, hashed_password)"
     " VALUES ('marker@example.com', 'marker', 'x')"
 )
+
+
+async def execute(sql: str) -> None:
+    """Runs `sql` on the current call's connection, as a repository would."""
+    await (await current_session().connection()).execute(sql)
+
 
 if TYPE_CHECKING:
     from blog.v1.post_service_pb2_grpc import PostServiceAsyncStub as PostStub
@@ -219,14 +224,14 @@ async def test_repository_write_on_a_read_session_is_refused_by_postgresql(
     server: Server, db: asyncpg.Connection
 ) -> None:
     author = await make_user(db)
-    session = server.database.read_sessions()
+    session = server.database.session(read_only=True)
     token = bind_session(session)
     try:
         with pytest.raises(Exception) as caught:
             await PostRepository().create_many([NewPost(author, "t", "c", False)])
     finally:
         unbind_session(token)
-        await end_session(session, rollback=True, discard=True)
+        await session.close(discard=True)
 
     assert isinstance(db_errors.translate(caught.value), ReadOnlyViolation), caught.value
     assert await db.fetchval("SELECT count(*) FROM posts") == 0
@@ -237,7 +242,7 @@ async def test_no_side_effects_method_cannot_write_even_if_its_handler_tries(
     server: Server, custom_server: CustomCall, db: asyncpg.Connection, method: str
 ) -> None:
     async def writes(request: Any, context: aio.ServicerContext[Any, Any]) -> resources_pb2.Post:
-        await current_session().execute(INSERT_MARKER)
+        await execute(INSERT_MARKER)
         return resources_pb2.Post(id=1)
 
     with pytest.raises(grpc.RpcError) as caught:
@@ -256,7 +261,7 @@ async def test_same_writing_handler_on_a_write_method_commits(
     """Control for the read-only test: the handler itself is able to write."""
 
     async def writes(request: Any, context: aio.ServicerContext[Any, Any]) -> resources_pb2.Post:
-        await current_session().execute(INSERT_MARKER)
+        await execute(INSERT_MARKER)
         return resources_pb2.Post(id=1)
 
     response = await custom_server("CreatePost", writes)
@@ -273,7 +278,7 @@ async def test_handler_that_aborts_after_writing_is_rolled_back_and_client_sees_
     server: Server, custom_server: CustomCall, db: asyncpg.Connection
 ) -> None:
     async def aborts(request: Any, context: aio.ServicerContext[Any, Any]) -> resources_pb2.Post:
-        await current_session().execute(INSERT_MARKER)
+        await execute(INSERT_MARKER)
         await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "x")
         raise AssertionError("abort returned")
 
@@ -290,7 +295,7 @@ async def test_handler_that_raises_after_writing_is_rolled_back_as_bare_internal
     server: Server, custom_server: CustomCall, db: asyncpg.Connection
 ) -> None:
     async def raises(request: Any, context: aio.ServicerContext[Any, Any]) -> resources_pb2.Post:
-        await current_session().execute(INSERT_MARKER)
+        await execute(INSERT_MARKER)
         raise RuntimeError("boom: SELECT hashed_password FROM users")
 
     with pytest.raises(grpc.RpcError) as caught:
@@ -309,9 +314,8 @@ async def test_handler_whose_sql_fails_after_writing_is_rolled_back_without_leak
     server: Server, custom_server: CustomCall, db: asyncpg.Connection
 ) -> None:
     async def bad_sql(request: Any, context: aio.ServicerContext[Any, Any]) -> resources_pb2.Post:
-        session = current_session()
-        await session.execute(INSERT_MARKER)
-        await session.execute(text("SELECT secret_column FROM no_such_table"))
+        await execute(INSERT_MARKER)
+        await execute("SELECT secret_column FROM no_such_table")
         return resources_pb2.Post(id=1)
 
     with pytest.raises(grpc.RpcError) as caught:
@@ -329,7 +333,7 @@ async def test_handler_past_its_deadline_after_writing_is_rolled_back(
     server: Server, custom_server: CustomCall, db: asyncpg.Connection
 ) -> None:
     async def slow(request: Any, context: aio.ServicerContext[Any, Any]) -> resources_pb2.Post:
-        await current_session().execute(INSERT_MARKER)
+        await execute(INSERT_MARKER)
         await asyncio.sleep(5)
         return resources_pb2.Post(id=1)
 
@@ -347,7 +351,7 @@ async def test_handler_whose_client_cancels_after_writing_is_rolled_back(
     wrote = asyncio.Event()
 
     async def waits(request: Any, context: aio.ServicerContext[Any, Any]) -> resources_pb2.Post:
-        await current_session().execute(INSERT_MARKER)
+        await execute(INSERT_MARKER)
         wrote.set()
         await asyncio.sleep(5)
         return resources_pb2.Post(id=1)

@@ -1,37 +1,40 @@
-"""Engines and session factories: one pool for writes (the primary), one for reads.
+"""Engines and call sessions: one pool for writes (the primary), one for reads.
 
 Reads (NO_SIDE_EFFECTS calls) use a pool whose connections PostgreSQL itself keeps read-only
 (`default_transaction_read_only`), in autocommit: a read costs one round trip, with no
 BEGIN/COMMIT around it, and a write attempted from a read still fails. With
 DATABASE_REPLICA_URL set that pool points at the replica. Writes use ordinary transactions.
+How a call uses a pool is service.db.session's business.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from service.repositories.base import DIRECT
+from service.db.session import BEGIN_READ_ONLY, BEGIN_WRITE, CallSession
 from service.settings import Settings
+
+sql_log = logging.getLogger("service.sql")
 
 
 @dataclass(frozen=True, slots=True)
 class Database:
-    """The process's engines and the session factories the session interceptor uses."""
+    """The process's engines, and a session on either for each call."""
 
     writer: AsyncEngine
     reader: AsyncEngine
-    write_sessions: async_sessionmaker[AsyncSession]
-    read_sessions: async_sessionmaker[AsyncSession]
+    read_begin: str | None  # how a read call's transaction begins; None: it has none
+
+    def session(self, *, read_only: bool) -> CallSession:
+        if read_only:
+            return CallSession(self.reader.sync_engine.pool, self.read_begin)
+        return CallSession(self.writer.sync_engine.pool, BEGIN_WRITE)
 
     @property
     def engines(self) -> tuple[AsyncEngine, ...]:
@@ -64,18 +67,23 @@ def _connect_args(settings: Settings, *, read_only: bool) -> dict[str, Any]:
     return args
 
 
+def _echo_statements(dbapi_connection: Any, record: Any) -> None:
+    dbapi_connection.driver_connection.add_query_logger(_log_statement)
+
+
+def _log_statement(query: Any) -> None:
+    # The SQL only: parameters may hold a password hash (SPEC: no hash in any log).
+    failed = f" failed: {type(query.exception).__name__}" if query.exception else ""
+    sql_log.info("%s [%.2f ms]%s", query.query, query.elapsed * 1000, failed)
+
+
 def _engine(settings: Settings, url: str, *, read_only: bool) -> AsyncEngine:
-    # Autocommit makes a read a single statement round trip. Through PgBouncer the
-    # prepare and execute of one statement must share a server connection, which only
-    # a transaction guarantees, so reads run in (read-only) transactions there.
+    # The engine's own transaction settings only matter to SQLAlchemy-level use (the health
+    # probe); calls run their SQL on the driver connection (service.db.session).
     autocommit = read_only and not settings.db_pgbouncer
-    options: dict[str, Any] = {}
-    if read_only and settings.db_pgbouncer:
-        options["postgresql_readonly"] = True  # BEGIN READ ONLY: PostgreSQL still refuses writes
-    return create_async_engine(
+    engine = create_async_engine(
         url,
-        echo=settings.db_echo,
-        hide_parameters=True,  # DB_ECHO and error messages must never show a password hash
+        hide_parameters=True,  # error messages must never show a password hash
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
@@ -83,8 +91,10 @@ def _engine(settings: Settings, url: str, *, read_only: bool) -> AsyncEngine:
         pool_reset_on_return="rollback",
         isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
         connect_args=_connect_args(settings, read_only=read_only),
-        execution_options=options,
     )
+    if settings.db_echo:
+        event.listen(engine.sync_engine.pool, "connect", _echo_statements)
+    return engine
 
 
 def create_database(settings: Settings) -> Database:
@@ -92,13 +102,10 @@ def create_database(settings: Settings) -> Database:
     reader = _engine(
         settings, settings.database_replica_url or settings.database_url, read_only=True
     )
-    options: dict[str, Any] = {"expire_on_commit": False, "autoflush": False}
-    # Autocommit read connections need no transaction bookkeeping: repositories may send
-    # their precompiled SQL straight to the driver (service.repositories.base).
-    direct = {DIRECT: not settings.db_pgbouncer}
+    # Direct to PostgreSQL, read connections are autocommit and read-only by the server's
+    # own setting; through PgBouncer, which refuses that setting, reads BEGIN READ ONLY.
     return Database(
         writer=writer,
         reader=reader,
-        write_sessions=async_sessionmaker(writer, **options),
-        read_sessions=async_sessionmaker(reader, info=direct, **options),
+        read_begin=BEGIN_READ_ONLY if settings.db_pgbouncer else None,
     )

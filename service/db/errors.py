@@ -33,6 +33,14 @@ _CONNECTION_ERRORS = (
 )
 
 
+def reported_by_server(error: BaseException) -> bool:
+    """Whether PostgreSQL itself reported `error` (a constraint, a conflict, a cancelled
+    statement): the connection then still works, while a driver or network error may not."""
+    return isinstance(error, asyncpg.PostgresError) and not isinstance(
+        error, (*_CONNECTION_ERRORS, asyncpg.exceptions.PostgresConnectionError)
+    )
+
+
 def translate(error: BaseException) -> DomainError | None:
     """The domain error a database exception means, or None when it is a plain bug."""
     if isinstance(error, DomainError):

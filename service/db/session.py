@@ -1,24 +1,122 @@
-"""The call's session: opened by the session interceptor, read by repositories through one accessor.
+"""The database side of one call: a pooled connection, leased on first use, and its transaction.
 
-A read-only call's session may also lend its repositories the raw driver connection (see
-`driver_connection`): checked out of the same SQLAlchemy pool, held for the call, and given
-back by the interceptor when the call ends, like the session's own connection.
+The session interceptor opens one `CallSession` per call and binds it here; repositories reach
+it through `current_session()` and run their precompiled SQL (repositories.base.Query) on
+`await session.connection()`, an asyncpg connection.
+
+SQLAlchemy owns the pools (sizes, overflow, timeouts, invalidation, the pool metrics) but not
+the call: its ORM session would add a unit of work, per-statement bookkeeping and greenlet hops
+that cost more CPU than the statements themselves (docs/benchmarks.md), for statements that
+need none of it. The transaction a call gets depends on its pool:
+
+* write pool: BEGIN before the call's first statement, COMMIT when the call succeeds, ROLLBACK
+  otherwise. A call that fails before touching the database costs no round trip.
+* read pool, direct to PostgreSQL: no transaction at all. Its connections are autocommit and
+  PostgreSQL keeps them read-only (`default_transaction_read_only`): one round trip per read.
+* read pool through PgBouncer: BEGIN READ ONLY ... COMMIT, since PgBouncer refuses that startup
+  parameter and may move an unprepared statement between server connections outside one.
+* a snapshot (StreamPosts): BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY, because a cursor
+  lives in a transaction and the whole stream should read one consistent state.
 """
 
 from __future__ import annotations
 
 from contextlib import suppress
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING
 
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.util import greenlet_spawn
 
-_current: ContextVar[AsyncSession] = ContextVar("blog_db_session")
-_LEASE = "driver_lease"
+if TYPE_CHECKING:
+    import asyncpg
+    from sqlalchemy.pool import Pool, PoolProxiedConnection
+
+BEGIN_WRITE = "BEGIN ISOLATION LEVEL READ COMMITTED"
+BEGIN_READ_ONLY = "BEGIN READ ONLY"
+BEGIN_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
+_current: ContextVar[CallSession] = ContextVar("blog_db_session")
 
 
-def current_session() -> AsyncSession:
+class CallSession:
+    """One call's use of one pool: at most one connection, and at most one transaction on it."""
+
+    __slots__ = ("_begin", "_driver", "_lease", "_pool", "in_transaction")
+
+    def __init__(self, pool: Pool, begin: str | None) -> None:
+        self._pool = pool
+        self._begin = begin  # None: autocommit, each statement on its own
+        self._lease: PoolProxiedConnection | None = None
+        self._driver: asyncpg.Connection | None = None
+        self.in_transaction = False
+
+    async def connection(self, *, snapshot: bool = False) -> asyncpg.Connection:
+        """The call's connection, checked out (and its transaction begun) on first use.
+
+        `snapshot` asks for a repeatable-read, read-only transaction; it must be the call's
+        first use of the database, since a transaction's isolation is fixed when it begins.
+        """
+        driver = self._driver
+        if driver is not None:
+            if snapshot:
+                raise RuntimeError("a snapshot must be the call's first use of the database")
+            return driver
+        # Inside a greenlet: checking out may mean (re)connecting, which is I/O.
+        lease = self._lease = await greenlet_spawn(self._pool.connect)
+        driver = self._driver = lease.driver_connection
+        assert driver is not None  # a checked-out connection always has its driver connection
+        begin = BEGIN_SNAPSHOT if snapshot else self._begin
+        if begin is not None:
+            self.in_transaction = True  # before the await: a BEGIN cut short must be cleaned up
+            await driver.execute(begin)
+        return driver
+
+    async def commit(self) -> None:
+        if self.in_transaction:
+            assert self._driver is not None
+            await self._driver.execute("COMMIT")
+            self.in_transaction = False
+
+    def release_without_io(self, *, discard: bool) -> bool:
+        """Gives the connection back when that needs no I/O; False when `close` must run.
+
+        A healthy connection with no transaction open goes back to a pool with room for it as
+        plain bookkeeping, synchronously: no greenlet, no task. Most calls end this way.
+        """
+        lease, driver = self._lease, self._driver
+        if lease is None or driver is None:
+            return True  # the call never touched the database (e.g. it failed validation)
+        if discard or self.in_transaction or driver.is_closed():
+            return False
+        if self._pool.checkedin() >= self._pool.size():  # type: ignore[attr-defined]
+            return False  # an overflow connection: the pool will close it, which is I/O
+        self._lease = self._driver = None
+        lease.close()
+        return True
+
+    async def close(self, *, discard: bool) -> None:
+        """Rolls back what is still open and gives the connection back (or drops it).
+
+        `discard` drops the connection instead of pooling it: after a cancelled statement or a
+        lost connection its state is not worth trusting, and PostgreSQL rolls back whatever
+        a closed connection left open. A rollback that fails drops the connection too.
+        """
+        lease, driver = self._lease, self._driver
+        self._lease = self._driver = None
+        if lease is None or driver is None:
+            return
+        if self.in_transaction and not discard and not driver.is_closed():
+            with suppress(Exception):
+                await driver.execute("ROLLBACK")
+                self.in_transaction = False
+        if discard or self.in_transaction or driver.is_closed():
+            await greenlet_spawn(lease.invalidate)
+        else:
+            await greenlet_spawn(lease.close)
+        self.in_transaction = False
+
+
+def current_session() -> CallSession:
     """The session of the call being served. Only code running inside a call may use it."""
     try:
         return _current.get()
@@ -26,7 +124,7 @@ def current_session() -> AsyncSession:
         raise RuntimeError("no database session: called outside a gRPC call") from None
 
 
-def bind_session(session: AsyncSession) -> object:
+def bind_session(session: CallSession) -> object:
     return _current.set(session)
 
 
@@ -36,62 +134,3 @@ def unbind_session(token: object) -> None:
     # there: every call runs in a task (and a context) of its own.
     with suppress(ValueError):
         _current.reset(token)  # type: ignore[arg-type]
-
-
-async def driver_connection(session: AsyncSession) -> Any:
-    """The asyncpg connection this call reads on, checked out of the session's engine pool.
-
-    Going to the pool directly skips the ORM session's transaction bookkeeping, which costs
-    as much as the query itself; only autocommit (read-only) sessions may use it, since no
-    transaction is involved.
-    """
-    lease: Any = session.info.get(_LEASE)
-    if lease is None:
-        engine: Any = session.bind
-        # Inside a greenlet: checking out may mean (re)connecting, which is I/O.
-        lease = await greenlet_spawn(engine.sync_engine.pool.connect)
-        session.info[_LEASE] = lease
-    return lease.driver_connection
-
-
-def release_without_io(session: AsyncSession, *, discard: bool) -> bool:
-    """Gives back what the call holds when no I/O is needed; False when `end_session` must run.
-
-    A healthy leased connection is an autocommit one with nothing to roll back: returning it
-    to a pool with room for it is plain bookkeeping, done here synchronously, with no
-    greenlet and no task. Most read-only calls end this way.
-    """
-    if session.in_transaction():
-        return False
-    lease = session.info.get(_LEASE)
-    if lease is None:
-        return True  # the call never touched the database (e.g. it failed validation)
-    if discard or lease.driver_connection.is_closed():
-        return False
-    engine: Any = session.bind
-    pool = engine.sync_engine.pool
-    if pool.checkedin() >= pool.size():
-        return False  # an overflow connection: the pool will close it, which is I/O
-    del session.info[_LEASE]
-    lease.close()
-    return True
-
-
-async def end_session(session: AsyncSession, *, rollback: bool, discard: bool) -> None:
-    """Ends the call's use of the database: roll back if asked, then give every connection back.
-
-    `discard` drops a leased driver connection instead of pooling it: after a cancelled
-    statement or a lost connection its state is not worth trusting. A rollback that fails
-    (the connection is gone) leaves SQLAlchemy to invalidate that connection on close.
-    """
-    if rollback and session.in_transaction():
-        with suppress(Exception):
-            await session.rollback()
-    lease = session.info.pop(_LEASE, None)
-    if lease is not None:
-        if discard or lease.driver_connection.is_closed():
-            await greenlet_spawn(lease.invalidate)
-        else:
-            await greenlet_spawn(lease.close)
-    if session.in_transaction():
-        await session.close()

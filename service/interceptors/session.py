@@ -2,7 +2,7 @@
 
 Commit when the handler returns; roll back when it raises, aborts or is cancelled; always
 give the connection back to the pool. NO_SIDE_EFFECTS methods get a session on the read
-pool, whose connections PostgreSQL keeps read-only.
+pool, whose connections PostgreSQL keeps read-only (service.db.session).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from grpc import aio
 from service.api import API_METHODS, READ_ONLY_METHODS, STREAMING_METHODS
 from service.db import errors as db_errors
 from service.db.engine import Database
-from service.db.session import bind_session, end_session, release_without_io, unbind_session
+from service.db.session import bind_session, unbind_session
 from service.domain.errors import DeadlineExceeded, DomainError
 from service.interceptors.base import CallInterceptor
 
@@ -49,18 +49,14 @@ class SessionInterceptor(CallInterceptor):
     async def around(
         self, method: str, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[None]:
-        read_only = method in READ_ONLY_METHODS
-        session = (self._db.read_sessions if read_only else self._db.write_sessions)()
+        session = self._db.session(read_only=method in READ_ONLY_METHODS)
         token = bind_session(session)
         deadline = asyncio.timeout(self._budget(method, context))
-        committed = False
         connection_suspect = True
         try:
             async with deadline:
                 yield
-                if not read_only:
-                    await session.commit()
-            committed = True
+                await session.commit()
             connection_suspect = False
         except DomainError:
             connection_suspect = False  # the database answered; the service said no
@@ -68,16 +64,17 @@ class SessionInterceptor(CallInterceptor):
         except BaseException as error:
             if isinstance(error, TimeoutError) and deadline.expired():
                 raise DeadlineExceeded("the deadline passed before the call completed") from None
+            # An error PostgreSQL itself reported leaves the connection fit for a ROLLBACK;
+            # anything else (cancellation, a lost connection, a bug) and it is dropped.
+            connection_suspect = not db_errors.reported_by_server(error)
             translated = db_errors.translate(error) if isinstance(error, Exception) else None
             if translated is not None and translated is not error:
                 raise translated from error
             raise
         finally:
-            if not release_without_io(session, discard=connection_suspect):
-                # Roll back (unless committed) and give the connection back in one shielded
-                # step: a cancellation arriving now can neither interrupt the rollback nor
-                # strand the connection checked out.
-                await asyncio.shield(
-                    end_session(session, rollback=not committed, discard=connection_suspect)
-                )
+            if not session.release_without_io(discard=connection_suspect):
+                # Roll back (when a transaction is open) and give the connection back in one
+                # shielded step: a cancellation arriving now can neither interrupt the
+                # rollback nor strand the connection checked out.
+                await asyncio.shield(session.close(discard=connection_suspect))
             unbind_session(token)

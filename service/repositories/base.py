@@ -1,32 +1,22 @@
-"""What every repository shares: statements compiled once, run on the call's session.
+"""What every repository shares: statements compiled once, run on the call's connection.
 
-Every statement is built once, at import, with named bind parameters (`Query`). Each call
-runs it one of two ways, decided by the call's session, never by the repository method:
-
-* in a read-only call the session's connection is an autocommit one that PostgreSQL keeps
-  read-only, so there is no transaction for SQLAlchemy to manage: the SQL compiled once is
-  sent straight to asyncpg (which keeps it prepared per connection). One round trip, and
-  none of the ORM's per-statement work, which dominates a primary-key read otherwise.
-* in a writing call the statement runs on the session's connection (Core execution), inside
-  the call's transaction (BEGIN ... COMMIT/ROLLBACK owned by the session interceptor).
-
-Either way a row reads the same: a tuple-like record indexed by position.
+Every statement is built once, at import, with named bind parameters (`Query`), and compiled
+for asyncpg, which keeps it prepared per connection. A call runs it on the connection of its
+session (service.db.session), inside whatever transaction the session keeps: the repository
+never decides that. Rows come back as asyncpg records, indexed by position.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, tuple_
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Executable
 
-from service.db.session import current_session, driver_connection
+from service.db.session import current_session
 
-# Set in AsyncSession.info by the read session factory when its connections autocommit.
-DIRECT = "direct_driver_reads"
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
 
@@ -39,9 +29,8 @@ class Query:
     """A statement, and its SQL compiled once for asyncpg with the order of its parameters."""
 
     def __init__(self, statement: Executable) -> None:
-        self.statement = statement
         compiled: Any = statement.compile(dialect=_DIALECT)  # type: ignore[attr-defined]
-        self.sql = compiled.string
+        self.sql: str = compiled.string
         self._names = tuple(compiled.positiontup or ())
         self._defaults = dict(compiled.params)
 
@@ -49,36 +38,28 @@ class Query:
         """The values of the statement's parameters, in order, from `params` or the defaults."""
         return [params[n] if n in params else self._defaults[n] for n in self._names]
 
-    def named(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Only the parameters the statement takes (callers may pass unused ones)."""
-        return dict(zip(self._names, self.arguments(params), strict=True))
-
 
 class BaseRepository:
-    """Runs `Query` objects on the current call's session. Subclasses hold the SQL."""
-
-    @property
-    def session(self) -> AsyncSession:
-        return current_session()
-
-    async def _rows(self, query: Query, params: Mapping[str, Any]) -> Sequence[Row]:
-        session = self.session
-        if session.info.get(DIRECT):
-            driver = await driver_connection(session)
-            rows: Sequence[Row] = await driver.fetch(query.sql, *query.arguments(params))
-            return rows
-        # The session's connection, in the session's transaction; Core execution skips the
-        # ORM's per-statement work, which these plain statements do not need.
-        connection = await session.connection()
-        result = await connection.execute(query.statement, query.named(params))
-        return list(result.all())
-
-    async def _one(self, query: Query, **params: Any) -> Row | None:
-        rows = await self._rows(query, params)
-        return rows[0] if rows else None
+    """Runs `Query` objects on the current call's connection. Subclasses hold the SQL."""
 
     async def _all(self, query: Query, **params: Any) -> Sequence[Row]:
-        return await self._rows(query, params)
+        connection = await current_session().connection()
+        rows: Sequence[Row] = await connection.fetch(query.sql, *query.arguments(params))
+        return rows
+
+    async def _one(self, query: Query, **params: Any) -> Row | None:
+        rows = await self._all(query, **params)
+        return rows[0] if rows else None
+
+    async def _stream(self, query: Query, batch: int, **params: Any) -> AsyncIterator[Row]:
+        """Rows from a server-side cursor, `batch` at a time, as fast as the caller reads.
+
+        A cursor lives in a transaction: the call's session opens a read-only snapshot, so the
+        whole stream reads one consistent state however long it lasts.
+        """
+        connection = await current_session().connection(snapshot=True)
+        async for row in connection.cursor(query.sql, *query.arguments(params), prefetch=batch):
+            yield row
 
 
 def newest_first_after(

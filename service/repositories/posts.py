@@ -149,9 +149,11 @@ def _update_query(fields: tuple[str, ...], conditional: bool) -> Query:
 
 
 @cache
-def _stream_query(author_id: bool, published: bool) -> Select[Any]:
-    return _filtered(_with_author(), author_id, published).order_by(
-        Post.created_at.asc(), Post.id.asc()
+def _stream_query(author_id: bool, published: bool) -> Query:
+    return Query(
+        _filtered(_with_author(), author_id, published).order_by(
+            Post.created_at.asc(), Post.id.asc()
+        )
     )
 
 
@@ -226,19 +228,9 @@ class PostRepository(BaseRepository):
     async def stream(
         self, *, author_id: int | None, published: bool | None
     ) -> AsyncIterator[PostRecord]:
-        """Every matching post, oldest first, from a server-side cursor.
-
-        Rows are fetched STREAM_BATCH at a time, only as fast as the caller consumes them,
-        so memory stays flat however many rows match. A cursor lives in a transaction, so
-        this call's read-only connection runs one (REPEATABLE READ: one snapshot throughout).
-        """
+        """Every matching post, oldest first, read STREAM_BATCH rows at a time as the caller
+        consumes them, so memory stays flat however many rows match."""
         statement = _stream_query(author_id is not None, published is not None)
-        params = {"author_id": author_id, "published": published}
-        await self.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        result = await self.session.stream(
-            statement,
-            {k: v for k, v in params.items() if v is not None},
-            execution_options={"yield_per": STREAM_BATCH},
-        )
-        async for row in result:
+        rows = self._stream(statement, STREAM_BATCH, author_id=author_id, published=published)
+        async for row in rows:
             yield post_from_row(row)
