@@ -229,7 +229,7 @@ def test_db_echo_logs_each_statement_with_its_call_and_never_its_parameters(
     rid = f"echo-{suffix}"
     with ServerProcess(env) as process, grpc.insecure_channel(process.address) as channel:
         stub = user_service_pb2_grpc.UserServiceStub(channel)
-        meta = [("x-request-id", rid)]
+        meta = (("x-request-id", rid),)
         user = stub.CreateUser(
             user_service_pb2.CreateUserRequest(
                 email=f"e{suffix}@example.com", username=f"e{suffix}", password=PASSWORD
