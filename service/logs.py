@@ -1,12 +1,27 @@
-"""Logging: the call's request id on every line, text or one JSON object per line."""
+"""Logging: the call's request id on every line, text or one JSON object per line.
+
+Every call logs one line (SPEC), so the cost of a line is part of the cost of a call: on a
+primary-key read the standard setup spent an eighth of the call's CPU in logging. Three
+changes, all within the logging library, bring that down:
+
+* the record skips what no line of ours shows: the caller's source file (a stack walk), the
+  thread and the process (logging HOWTO, "Optimization");
+* the formatters render a timestamp's date and time once per second, not once per line;
+* the handler writes the lines of one event-loop iteration together, one write instead of one
+  per line, as soon as that iteration's work is done (`call_soon`): no line waits for a later
+  call, and a WARNING or worse is written at once.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
+import time
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import TextIO
 
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
 
@@ -22,10 +37,46 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class _SecondCache:
+    """A timestamp's text up to the second, rendered once per second."""
+
+    def __init__(self, *, utc: bool) -> None:
+        self._second = -1
+        self._text = ""
+        self._utc = utc
+
+    def prefix(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            if self._utc:
+                self._text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            else:
+                self._text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+            self._second = second
+        return self._text
+
+
+class TextFormatter(logging.Formatter):
+    """`2026-11-25 15:32:13,503 INFO service.calls [request id] message` (local time)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+        self._seconds = _SecondCache(utc=False)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return f"{self._seconds.prefix(record.created)},{int(record.msecs):03d}"
+
+
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC), level, logger, message, request_id, extras."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seconds = _SecondCache(utc=True)
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": f"{self._seconds.prefix(record.created)}.{int(record.msecs):03d}+00:00",
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -37,15 +88,52 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class LoopBatchingHandler(logging.StreamHandler[TextIO]):
+    """A stream handler that flushes once per event-loop iteration rather than once per line.
+
+    Lines are buffered by the stream; the first line of an iteration schedules one flush with
+    `call_soon`, which runs before the loop next blocks waiting for I/O. Outside a running loop (start-up,
+    shutdown, other threads) and from WARNING up, every line is flushed at once.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._flush_scheduled = False
+
+    def flush(self) -> None:
+        """Called by `emit` after each line: defers the flush when a loop can do it later."""
+        if self._flush_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            super().flush()
+            return
+        self._flush_scheduled = True
+        loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_scheduled = False
+        super().flush()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        super().emit(record)
+        if record.levelno >= logging.WARNING:
+            self._flush_now()
+
+
 def configure(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    # What no line shows need not be gathered for every record (logging HOWTO, Optimization).
+    logging._srcfile = None  # no stack walk for the caller
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    # sys.stderr writes through on every line; a buffered stream over the same file
+    # descriptor lets the handler decide when to write.
+    stream = open(sys.stderr.fileno(), "w", buffering=1 << 16, closefd=False)  # noqa: SIM115
+    handler = LoopBatchingHandler(stream)
     handler.addFilter(RequestIdFilter())
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
-        )
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -22,8 +22,11 @@ class Settings(BaseSettings):
     database_replica_url: str | None = Field(default=None, alias="DATABASE_REPLICA_URL")
     db_pgbouncer: bool = Field(default=False, alias="DB_PGBOUNCER")
     db_echo: bool = Field(default=False, alias="DB_ECHO")
-    db_pool_size: int = Field(default=10, ge=1, le=1000, alias="DB_POOL_SIZE")
-    db_max_overflow: int = Field(default=10, ge=0, le=1000, alias="DB_MAX_OVERFLOW")
+    # A fixed pool by default: SQLAlchemy closes an overflow connection as soon as it is returned
+    # to a full pool, so sustained load past the pool size opens and closes connections (and
+    # re-prepares every statement on them) over and over.
+    db_pool_size: int = Field(default=20, ge=1, le=1000, alias="DB_POOL_SIZE")
+    db_max_overflow: int = Field(default=0, ge=0, le=1000, alias="DB_MAX_OVERFLOW")
     db_pool_timeout: float = Field(default=5.0, gt=0, le=3600, alias="DB_POOL_TIMEOUT")
 
     grpc_host: str = Field(default="127.0.0.1", min_length=1, alias="GRPC_HOST")
