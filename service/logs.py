@@ -102,15 +102,14 @@ class LoopBatchingHandler(logging.StreamHandler[TextIO]):
 
     def flush(self) -> None:
         """Called by `emit` after each line: defers the flush when a loop can do it later."""
-        if self._flush_scheduled:
-            return
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:
+        except RuntimeError:  # no loop in this thread (start-up, shutdown, exit): write now
             super().flush()
             return
-        self._flush_scheduled = True
-        loop.call_soon(self._flush_now)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush_now)
 
     def _flush_now(self) -> None:
         self._flush_scheduled = False
@@ -130,7 +129,14 @@ def configure(level: str, fmt: str) -> None:
     logging.logMultiprocessing = False
     # sys.stderr writes through on every line; a buffered stream over the same file
     # descriptor lets the handler decide when to write.
-    stream = open(sys.stderr.fileno(), "w", buffering=1 << 16, closefd=False)  # noqa: SIM115
+    stream = open(  # noqa: SIM115
+        sys.stderr.fileno(),
+        "w",
+        buffering=1 << 16,
+        encoding="utf-8",
+        errors="backslashreplace",  # as sys.stderr: a line is never lost to its encoding
+        closefd=False,
+    )
     handler = LoopBatchingHandler(stream)
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
