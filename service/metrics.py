@@ -27,8 +27,22 @@ _GO_NAMES = {
 } | {grpc.StatusCode.OK: "OK", grpc.StatusCode.CANCELLED: "Canceled"}
 
 
-def go_code_name(code: grpc.StatusCode) -> str:
-    return _GO_NAMES[code]
+class MethodMetrics:
+    """One method's series, looked up once: `labels()` takes a lock and builds a key per call."""
+
+    def __init__(self, kind: str, service: str, name: str) -> None:
+        self._labels = (kind, service, name)
+        self.started = started.labels(*self._labels)
+        self.handling_seconds = handling_seconds.labels(*self._labels)
+        self._handled: dict[str, Counter] = {}
+
+    def handled(self, code: grpc.StatusCode | str) -> Counter:
+        """The handled counter for `code` (a StatusCode, or the raw value a handler set)."""
+        name = _GO_NAMES[code] if isinstance(code, grpc.StatusCode) else code
+        series = self._handled.get(name)
+        if series is None:
+            series = self._handled[name] = handled.labels(*self._labels, name)
+        return series
 
 
 pool_checked_out = Gauge("db_pool_checked_out", "Connections in use.", ("pool",))

@@ -34,7 +34,21 @@ def _incoming_request_id(context: aio.ServicerContext[Any, Any]) -> str | None:
 
 class ObserveInterceptor(CallInterceptor):
     def __init__(self, *, metrics_enabled: bool) -> None:
-        self._metrics = metrics_enabled
+        self._metrics_enabled = metrics_enabled
+        self._method_metrics: dict[str, metrics.MethodMetrics | None] = {}
+
+    def _metrics_of(self, method: str) -> metrics.MethodMetrics | None:
+        """The method's series, built on its first call; None when metrics are off."""
+        try:
+            return self._method_metrics[method]
+        except KeyError:
+            found = None
+            if self._metrics_enabled:
+                _, service, name = method.split("/", 2)
+                kind = "server_stream" if method in STREAMING_METHODS else "unary"
+                found = metrics.MethodMetrics(kind, service, name)
+            self._method_metrics[method] = found
+            return found
 
     @asynccontextmanager
     async def around(
@@ -42,10 +56,9 @@ class ObserveInterceptor(CallInterceptor):
     ) -> AsyncIterator[None]:
         rid = _incoming_request_id(context) or os.urandom(16).hex()  # as random as uuid4, cheaper
         token = logs.request_id.set(rid)
-        _, service, name = method.split("/", 2)
-        kind = "server_stream" if method in STREAMING_METHODS else "unary"
-        if self._metrics:
-            metrics.started.labels(kind, service, name).inc()
+        series = self._metrics_of(method)
+        if series is not None:
+            series.started.inc()
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
@@ -69,12 +82,9 @@ class ObserveInterceptor(CallInterceptor):
         finally:
             elapsed = time.perf_counter() - start
             code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-            if self._metrics:
-                go_name = (
-                    metrics.go_code_name(code) if isinstance(code, grpc.StatusCode) else code_name
-                )
-                metrics.handled.labels(kind, service, name, go_name).inc()
-                metrics.handling_seconds.labels(kind, service, name).observe(elapsed)
+            if series is not None:
+                series.handled(code if isinstance(code, grpc.StatusCode) else code_name).inc()
+                series.handling_seconds.observe(elapsed)
             log.info(
                 "%s %s %.1fms",
                 method,
