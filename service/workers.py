@@ -32,6 +32,7 @@ def supervise(count: int, run_worker: Callable[[int], int]) -> int:
             try:
                 code = run_worker(index)
             finally:
+                logging.shutdown()  # os._exit skips the interpreter's exit: write buffered lines
                 os._exit(code)
         workers[pid] = index
         log.info("worker %d started (pid %d)", index, pid)

@@ -1,4 +1,4 @@
-"""The log handler and formatters: lines written once per loop iteration, timestamps unchanged."""
+"""The log handler and formatters: lines written in batches, timestamps unchanged."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import json
 import logging
 from datetime import UTC, datetime
 
-from service.logs import JsonFormatter, LoopBatchingHandler, RequestIdFilter, TextFormatter
+from service.logs import (
+    FLUSH_SECONDS,
+    JsonFormatter,
+    LoopBatchingHandler,
+    RequestIdFilter,
+    TextFormatter,
+)
 
 
 class CountingStream(io.StringIO):
@@ -31,17 +37,19 @@ def make_logger(stream: CountingStream) -> logging.Logger:
     return logger
 
 
-def test_lines_of_one_loop_iteration_are_flushed_together_right_after_it() -> None:
+def test_lines_logged_in_a_loop_are_flushed_together_within_the_interval() -> None:
     stream = CountingStream()
     logger = make_logger(stream)
 
     async def calls() -> tuple[int, int, int]:
         for n in range(100):
             logger.info("call %d", n)
+            if n == 50:
+                await asyncio.sleep(0)  # other iterations of the loop: still one batch
         during = stream.flushes
-        await asyncio.sleep(0)  # the loop runs its ready callbacks: the scheduled flush
+        await asyncio.sleep(FLUSH_SECONDS * 3)  # the scheduled flush has run
         after = stream.flushes
-        logger.warning("trouble")  # written at once, not at the end of the iteration
+        logger.warning("trouble")  # written at once, not with the next batch
         return during, after, stream.flushes
 
     during, after, after_warning = asyncio.run(calls())

@@ -88,7 +88,10 @@ def _engine(settings: Settings, url: str, *, read_only: bool) -> AsyncEngine:
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
         pool_pre_ping=False,  # a dead connection fails its call UNAVAILABLE and the pool refills
-        pool_reset_on_return="rollback",
+        # Every call ends its own transaction or drops its connection (service.db.session);
+        # SQLAlchemy's rollback-on-return could not even see a transaction begun on the
+        # driver connection, so it would only cost time on every return.
+        pool_reset_on_return=None,
         isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
         connect_args=_connect_args(settings, read_only=read_only),
     )
