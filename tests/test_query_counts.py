@@ -2,10 +2,9 @@
 
 Two independent counters:
 
-* `StatementCounter` (primary, works on any PostgreSQL): SQLAlchemy's `before_cursor_execute`
-  event on both engines sees statements sent through the ORM/Core; an asyncpg query logger on
-  every connection the server checks out sees statements sent straight to the driver (the
-  repositories do that for reads). Transaction control (BEGIN/COMMIT/ROLLBACK) and the health
+* `StatementCounter` (primary, works on any PostgreSQL): an asyncpg query logger on every
+  connection the server checks out sees every statement sent on it (all of the service's SQL
+  runs on the driver connection). Transaction control (BEGIN/COMMIT/ROLLBACK) and the health
   probe's `SELECT 1` are not counted: they are not the queries N+1 is about.
 * pg_stat_statements (secondary): PostgreSQL's own count. Needs the library preloaded, which
   the embedded test server does; skipped on a server without it.
@@ -49,46 +48,62 @@ class StatementCounter:
 
     def __init__(self, server: Server) -> None:
         self._engines = server.database.engines
-        self.statements: list[str] = []
-        self._logged: list[Any] = []
+        self.sent: list[tuple[int, str]] = []  # (which connection, statement)
+        self._loggers: dict[int, tuple[Any, Callable[[Any], None]]] = {}
 
-    def _cursor(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        self.statements.append(statement)
-
-    def _driver(self, record: Any) -> None:
-        self.statements.append(record.query)
+    @property
+    def statements(self) -> list[str]:
+        return [statement for _, statement in self.sent]
 
     def _checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
         driver = dbapi_connection.driver_connection
-        if all(driver is not seen for seen in self._logged):
-            driver.add_query_logger(self._driver)
-            self._logged.append(driver)
+        if id(driver) not in self._loggers:
+
+            def logged(query: Any, connection: int = id(driver)) -> None:
+                self.sent.append((connection, query.query))
+
+            driver.add_query_logger(logged)
+            self._loggers[id(driver)] = (driver, logged)
 
     def counted(self) -> list[str]:
         return [s for s in self.statements if not _NOT_COUNTED.search(s)]
 
     def start(self) -> None:
         for engine in self._engines:
-            event.listen(engine.sync_engine, "before_cursor_execute", self._cursor)
             event.listen(engine.sync_engine.pool, "checkout", self._checkout)
 
     def stop(self) -> None:
         for engine in self._engines:
-            event.remove(engine.sync_engine, "before_cursor_execute", self._cursor)
             event.remove(engine.sync_engine.pool, "checkout", self._checkout)
-        for driver in self._logged:
-            driver.remove_query_logger(self._driver)
+        for driver, logged in self._loggers.values():
+            driver.remove_query_logger(logged)
 
     async def count(
         self, call: Callable[[], Awaitable[Any]], *, transaction_control: bool = False
     ) -> list[str]:
         """The statements sent while `call` runs; with BEGIN/COMMIT/ROLLBACK if asked."""
-        self.statements.clear()
+        self.sent.clear()
         await call()
         await asyncio.sleep(0.01)  # asyncpg reports queries through call_soon
         if transaction_control:
-            return [s for s in self.statements if not _HEALTH_PROBE.search(s)]
+            return _without_health_probes(self.sent)
         return self.counted()
+
+
+def _without_health_probes(sent: list[tuple[int, str]]) -> list[str]:
+    """`sent` without the health probe's statements, which may land meanwhile: a `SELECT 1`,
+    with the BEGIN just before it and the COMMIT just after it on the same connection."""
+    dropped: set[int] = set()
+    for i, (conn, statement) in enumerate(sent):
+        if not _HEALTH_PROBE.search(statement):
+            continue
+        dropped.add(i)
+        before = [j for j in range(i) if sent[j][0] == conn and j not in dropped]
+        after = [j for j in range(i + 1, len(sent)) if sent[j][0] == conn]
+        bracketed = before and after and sent[before[-1]][1].startswith("BEGIN")
+        if bracketed and sent[after[0]][1].startswith("COMMIT"):
+            dropped.update((before[-1], after[0]))
+    return [statement for i, (_, statement) in enumerate(sent) if i not in dropped]
 
 
 @pytest.fixture

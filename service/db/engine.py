@@ -12,9 +12,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import Any
-from uuid import uuid4
 
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from service.db.session import BEGIN_READ_ONLY, BEGIN_WRITE, CallSession
@@ -41,10 +40,16 @@ class Database:
         return (self.writer,) if self.reader is self.writer else (self.writer, self.reader)
 
     async def ping(self) -> None:
-        """One `SELECT 1` on each pool: raises when either cannot be reached."""
-        for engine in self.engines:
-            async with engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
+        """`SELECT 1` on each pool, the way a call uses it: raises when either cannot be reached."""
+        for read_only in (False, True):
+            session = self.session(read_only=read_only)
+            answered = False
+            try:
+                await (await session.connection()).fetchval("SELECT 1")
+                await session.commit()
+                answered = True
+            finally:
+                await session.end(discard=not answered)
 
     async def dispose(self) -> None:
         for engine in self.engines:
@@ -62,8 +67,6 @@ def _connect_args(settings: Settings, *, read_only: bool) -> dict[str, Any]:
         # PgBouncer in transaction mode may hand each transaction a different server
         # connection: named prepared statements must not outlive their transaction.
         args["statement_cache_size"] = 0
-        args["prepared_statement_cache_size"] = 0
-        args["prepared_statement_name_func"] = lambda: f"__asyncpg_{uuid4()}__"
     return args
 
 
@@ -78,12 +81,10 @@ def _log_statement(query: Any) -> None:
 
 
 def _engine(settings: Settings, url: str, *, read_only: bool) -> AsyncEngine:
-    # The engine's own transaction settings only matter to SQLAlchemy-level use (the health
-    # probe); calls run their SQL on the driver connection (service.db.session).
-    autocommit = read_only and not settings.db_pgbouncer
+    # Only its pool is used: calls (and the health probe) run their SQL on the driver
+    # connection and manage their own transactions (service.db.session).
     engine = create_async_engine(
         url,
-        hide_parameters=True,  # error messages must never show a password hash
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
@@ -92,7 +93,6 @@ def _engine(settings: Settings, url: str, *, read_only: bool) -> AsyncEngine:
         # SQLAlchemy's rollback-on-return could not even see a transaction begun on the
         # driver connection, so it would only cost time on every return.
         pool_reset_on_return=None,
-        isolation_level="AUTOCOMMIT" if autocommit else "READ COMMITTED",
         connect_args=_connect_args(settings, read_only=read_only),
     )
     if settings.db_echo:

@@ -21,6 +21,7 @@ need none of it. The transaction a call gets depends on its pool:
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import suppress
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
@@ -77,8 +78,8 @@ class CallSession:
             await self._driver.execute("COMMIT")
             self.in_transaction = False
 
-    def release_without_io(self, *, discard: bool) -> bool:
-        """Gives the connection back when that needs no I/O; False when `close` must run.
+    def _release_without_io(self, *, discard: bool) -> bool:
+        """Gives the connection back when that needs no I/O; False when `_close` must run.
 
         A healthy connection with no transaction open goes back to a pool with room for it as
         plain bookkeeping, synchronously: no greenlet, no task. Most calls end this way.
@@ -94,7 +95,17 @@ class CallSession:
         lease.close()
         return True
 
-    async def close(self, *, discard: bool) -> None:
+    async def end(self, *, discard: bool) -> None:
+        """Gives the connection back at the end of a call, rolling back what is still open.
+
+        Without I/O when it can (`_release_without_io`); otherwise the rollback and the return
+        run as one shielded step, which a cancellation arriving now can neither interrupt nor
+        leave with the connection stranded, checked out.
+        """
+        if not self._release_without_io(discard=discard):
+            await asyncio.shield(self._close(discard=discard))
+
+    async def _close(self, *, discard: bool) -> None:
         """Rolls back what is still open and gives the connection back (or drops it).
 
         `discard` drops the connection instead of pooling it: after a cancelled statement or a

@@ -72,9 +72,5 @@ class SessionInterceptor(CallInterceptor):
                 raise translated from error
             raise
         finally:
-            if not session.release_without_io(discard=connection_suspect):
-                # Roll back (when a transaction is open) and give the connection back in one
-                # shielded step: a cancellation arriving now can neither interrupt the
-                # rollback nor strand the connection checked out.
-                await asyncio.shield(session.close(discard=connection_suspect))
+            await session.end(discard=connection_suspect)
             unbind_session(token)
