@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped, unused-ignore]
 import grpc
 
 from bench.seed import asyncpg_dsn
+from service import devserver
 
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_DIR = ROOT / ".data" / "bench-pg"
@@ -76,13 +76,7 @@ async def _ensure_database(url: str) -> None:
     """Creates the database `url` names when it does not exist (embedded server only)."""
     dsn = asyncpg_dsn(url)
     head, _, name = dsn.rpartition("/")
-    name = name.split("?")[0]
-    conn = await asyncpg.connect(f"{head}/postgres")
-    try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
+    await devserver.create_database(f"{head}/postgres", name.split("?")[0])
 
 
 def migrate(url: str) -> None:

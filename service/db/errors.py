@@ -23,22 +23,19 @@ _UNIQUE = {
 
 _CONNECTION_ERRORS = (
     OSError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.ConnectionFailureError,
     asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.PostgresConnectionError,  # class 08: the connection is gone or refused
 )
 
 
 def reported_by_server(error: BaseException) -> bool:
     """Whether PostgreSQL itself reported `error` (a constraint, a conflict, a cancelled
     statement): the connection then still works, while a driver or network error may not."""
-    return isinstance(error, asyncpg.PostgresError) and not isinstance(
-        error, (*_CONNECTION_ERRORS, asyncpg.exceptions.PostgresConnectionError)
-    )
+    return isinstance(error, asyncpg.PostgresError) and not isinstance(error, _CONNECTION_ERRORS)
 
 
 def translate(error: BaseException) -> DomainError | None:
@@ -70,7 +67,5 @@ def translate(error: BaseException) -> DomainError | None:
     if isinstance(driver, asyncpg.exceptions.ReadOnlySQLTransactionError):
         return ReadOnlyViolation("a read-only call attempted a write")
     if isinstance(driver, _CONNECTION_ERRORS) or isinstance(error, _CONNECTION_ERRORS):
-        return DatabaseUnavailable("the database is unreachable; retry the call")
-    if isinstance(driver, asyncpg.exceptions.PostgresConnectionError):
         return DatabaseUnavailable("the database is unreachable; retry the call")
     return None

@@ -77,10 +77,6 @@ class ReadOnlyViolation(DomainError):
     reason = "READ_ONLY_TRANSACTION"
 
 
-class Unimplemented(DomainError):
-    reason = "NOT_IMPLEMENTED"
-
-
 def user_not_found(user_id: int) -> NotFound:
     return NotFound(f"user {user_id} not found", reason="USER_NOT_FOUND")
 

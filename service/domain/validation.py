@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import Self
 
 from service.domain.errors import FieldViolation, InvalidArgument
@@ -31,9 +30,6 @@ class Violations:
 
     def add(self, field: str, description: str) -> None:
         self.items.append(FieldViolation(field, description))
-
-    def extend(self, other: Iterable[FieldViolation]) -> None:
-        self.items.extend(other)
 
     def check(self, ok: bool, field: str, description: str) -> bool:
         if not ok:

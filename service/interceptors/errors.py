@@ -27,7 +27,6 @@ _CODES: list[tuple[type[errors.DomainError], grpc.StatusCode]] = [
     (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (errors.DatabaseUnavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
-    (errors.Unimplemented, grpc.StatusCode.UNIMPLEMENTED),
 ]
 
 
