@@ -2,7 +2,8 @@
 
 Three things beyond grpcio-reflection's stock servicer:
 * v1: grpcio-reflection ships only v1alpha. The v1 protocol is the same messages under
-  another package, so its descriptor is derived from v1alpha's and served by the same servicer.
+  another package: its descriptor is derived from v1alpha's (so reflection can describe it),
+  and its calls are served by the same servicer, the bytes read and written as v1alpha.
 * comments: descriptors compiled into *_pb2.py carry no comments, so our own files are served
   from the descriptor set `make proto` writes with source info; `grpcurl describe` shows them.
 * methods: `grpcurl describe blog.v1.UserService.GetUser` asks for the file of a method,
@@ -16,7 +17,7 @@ from importlib import resources
 from typing import Any
 
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc import aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
@@ -24,7 +25,8 @@ V1_SERVICE = "grpc.reflection.v1.ServerReflection"
 _V1_FILE = "grpc/reflection/v1/reflection.proto"
 
 
-def _v1_messages() -> tuple[Any, Any]:
+def _register_v1() -> None:
+    """Adds grpc/reflection/v1/reflection.proto, derived from v1alpha's, to the default pool."""
     pool = descriptor_pool.Default()
     try:
         pool.FindFileByName(_V1_FILE)
@@ -42,13 +44,6 @@ def _v1_messages() -> tuple[Any, Any]:
             method.input_type = method.input_type.replace(".v1alpha.", ".v1.")
             method.output_type = method.output_type.replace(".v1alpha.", ".v1.")
         pool.Add(proto)
-    request = message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("grpc.reflection.v1.ServerReflectionRequest")
-    )
-    response = message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("grpc.reflection.v1.ServerReflectionResponse")
-    )
-    return request, response
 
 
 def _documented_files() -> dict[str, bytes]:
@@ -120,21 +115,13 @@ def enable(server: aio.Server, service_names: Sequence[str]) -> None:
     names = [*service_names, reflection.SERVICE_NAME, V1_SERVICE]
     servicer = _ReflectionServicer(names)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
-    v1_request, v1_response = _v1_messages()
-
-    async def info(requests: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-        # Same wire format: re-read each v1 request as v1alpha, answer, re-wrap as v1.
-        async def as_v1alpha() -> Any:
-            async for request in requests:
-                yield reflection_pb2.ServerReflectionRequest.FromString(request.SerializeToString())
-
-        async for response in servicer.ServerReflectionInfo(as_v1alpha(), context):
-            yield v1_response.FromString(response.SerializeToString())
-
+    _register_v1()
     handler = grpc.stream_stream_rpc_method_handler(
-        info,
-        request_deserializer=v1_request.FromString,
-        response_serializer=v1_response.SerializeToString,
+        servicer.ServerReflectionInfo,
+        # The same messages on the wire: v1 requests parse as v1alpha, and v1alpha responses
+        # serialize to the bytes of their v1 twins.
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
     )
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(V1_SERVICE, {"ServerReflectionInfo": handler}),)
