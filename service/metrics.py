@@ -36,9 +36,9 @@ class MethodMetrics:
         self.handling_seconds = handling_seconds.labels(*self._labels)
         self._handled: dict[str, Counter] = {}
 
-    def handled(self, code: grpc.StatusCode | str) -> Counter:
+    def handled(self, code: object) -> Counter:
         """The handled counter for `code` (a StatusCode, or the raw value a handler set)."""
-        name = _GO_NAMES[code] if isinstance(code, grpc.StatusCode) else code
+        name = _GO_NAMES[code] if isinstance(code, grpc.StatusCode) else str(code)
         series = self._handled.get(name)
         if series is None:
             series = self._handled[name] = handled.labels(*self._labels, name)

@@ -83,7 +83,7 @@ class ObserveInterceptor(CallInterceptor):
             elapsed = time.perf_counter() - start
             code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
             if series is not None:
-                series.handled(code if isinstance(code, grpc.StatusCode) else code_name).inc()
+                series.handled(code).inc()
                 series.handling_seconds.observe(elapsed)
             log.info(
                 "%s %s %.1fms",
