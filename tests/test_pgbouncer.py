@@ -316,7 +316,7 @@ async def test_reads_through_pgbouncer_still_run_read_only(
             session = database.session(read_only=read_only)
             connection = await session.connection()
             modes.append(await connection.fetchval("SHOW transaction_read_only"))
-            await session.end(discard=False)
+            await session.end(None)
         mode, writer_mode = modes
     finally:
         await database.dispose()

@@ -231,7 +231,7 @@ async def test_repository_write_on_a_read_session_is_refused_by_postgresql(
             await PostRepository().create_many([NewPost(author, "t", "c", False)])
     finally:
         unbind_session(token)
-        await session.end(discard=True)
+        await session.end(caught.value)
 
     assert isinstance(db_errors.translate(caught.value), ReadOnlyViolation), caught.value
     assert await db.fetchval("SELECT count(*) FROM posts") == 0

@@ -15,11 +15,42 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import greenlet_spawn
 
+from service.db.errors import is_disconnect
 from service.db.session import BEGIN_READ_ONLY, BEGIN_WRITE, CallSession
 from service.settings import Settings
 
 sql_log = logging.getLogger("service.sql")
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """A one-connection pool of its own beside a call pool, so that health reports the
+    database, not the pool: a pool busy with calls (or streams) cannot make the probe wait."""
+
+    engine: AsyncEngine
+    calls: AsyncEngine  # the call pool on the same server
+    begin: str | None
+
+    async def ping(self) -> None:
+        """`SELECT 1` the way a call runs it. A lost connection means the server went away:
+        every call connection opened before is recycled at its next checkout, and the probe
+        tries once more on a fresh connection, so a quick restart is healed, not reported."""
+        for attempt in (1, 2):
+            session = CallSession(self.engine.sync_engine.pool, self.begin)
+            ended_by: BaseException | None = None
+            try:
+                await (await session.connection()).fetchval("SELECT 1")
+                await session.commit()
+                return
+            except Exception as error:
+                ended_by = error
+                if attempt == 2 or not is_disconnect(error):
+                    raise
+                await greenlet_spawn(self.calls.sync_engine.pool._invalidate, None, None, False)
+            finally:
+                await session.end(ended_by)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +60,7 @@ class Database:
     writer: AsyncEngine
     reader: AsyncEngine
     read_begin: str | None  # how a read call's transaction begins; None: it has none
+    probes: tuple[Probe, ...]
 
     def session(self, *, read_only: bool) -> CallSession:
         if read_only:
@@ -37,22 +69,16 @@ class Database:
 
     @property
     def engines(self) -> tuple[AsyncEngine, ...]:
+        """The call pools."""
         return (self.writer,) if self.reader is self.writer else (self.writer, self.reader)
 
     async def ping(self) -> None:
-        """`SELECT 1` on each pool, the way a call uses it: raises when either cannot be reached."""
-        for read_only in (False, True):
-            session = self.session(read_only=read_only)
-            answered = False
-            try:
-                await (await session.connection()).fetchval("SELECT 1")
-                await session.commit()
-                answered = True
-            finally:
-                await session.end(discard=not answered)
+        """Raises unless the primary and the read server both answer."""
+        for probe in self.probes:
+            await probe.ping()
 
     async def dispose(self) -> None:
-        for engine in self.engines:
+        for engine in (*self.engines, *(probe.engine for probe in self.probes)):
             await engine.dispose()
 
 
@@ -80,35 +106,39 @@ def _log_statement(query: Any) -> None:
     sql_log.info("%s [%.2f ms]%s", query.query, query.elapsed * 1000, failed)
 
 
-def _engine(settings: Settings, url: str, *, read_only: bool) -> AsyncEngine:
+def _engine(
+    settings: Settings, url: str, *, read_only: bool, size: int | None = None
+) -> AsyncEngine:
     # Only its pool is used: calls (and the health probe) run their SQL on the driver
     # connection and manage their own transactions (service.db.session).
     engine = create_async_engine(
         url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
+        pool_size=size or settings.db_pool_size,
+        max_overflow=0 if size else settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
-        pool_pre_ping=False,  # a dead connection fails its call UNAVAILABLE and the pool refills
+        pool_pre_ping=False,  # a lost connection recycles the pool (service.db.session)
         # Every call ends its own transaction or drops its connection (service.db.session);
         # SQLAlchemy's rollback-on-return could not even see a transaction begun on the
         # driver connection, so it would only cost time on every return.
         pool_reset_on_return=None,
         connect_args=_connect_args(settings, read_only=read_only),
     )
-    if settings.db_echo:
+    if settings.db_echo and size is None:
         event.listen(engine.sync_engine.pool, "connect", _echo_statements)
     return engine
 
 
 def create_database(settings: Settings) -> Database:
+    read_url = settings.database_replica_url or settings.database_url
     writer = _engine(settings, settings.database_url, read_only=False)
-    reader = _engine(
-        settings, settings.database_replica_url or settings.database_url, read_only=True
-    )
+    reader = _engine(settings, read_url, read_only=True)
     # Direct to PostgreSQL, read connections are autocommit and read-only by the server's
     # own setting; through PgBouncer, which refuses that setting, reads BEGIN READ ONLY.
-    return Database(
-        writer=writer,
-        reader=reader,
-        read_begin=BEGIN_READ_ONLY if settings.db_pgbouncer else None,
+    read_begin = BEGIN_READ_ONLY if settings.db_pgbouncer else None
+    probes = (
+        Probe(
+            _engine(settings, settings.database_url, read_only=False, size=1), writer, BEGIN_WRITE
+        ),
+        Probe(_engine(settings, read_url, read_only=True, size=1), reader, read_begin),
     )
+    return Database(writer=writer, reader=reader, read_begin=read_begin, probes=probes)

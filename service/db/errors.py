@@ -29,7 +29,24 @@ _CONNECTION_ERRORS = (
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.PostgresConnectionError,  # class 08: the connection is gone or refused
+    # What asyncpg raises for a protocol state it did not expect, e.g. a server that shut down
+    # mid-message during a fast restart: the connection cannot be trusted, the call may retry.
+    asyncpg.exceptions.InternalClientError,
 )
+
+
+def is_disconnect(error: BaseException) -> bool:
+    """Whether `error` means the connection itself is gone or unusable (not a bad statement)."""
+    if isinstance(error, sa_exc.DBAPIError):
+        return error.connection_invalidated or (
+            error.orig is not None and is_disconnect(error.orig)
+        )
+    driver = getattr(error, "__cause__", None) or error
+    # A bad argument (DataError) is asyncpg refusing a value, and a timeout (an OSError since
+    # Python 3.11) is our own clock: neither says anything about the connection.
+    if isinstance(driver, asyncpg.exceptions.DataError | TimeoutError):
+        return False
+    return isinstance(driver, _CONNECTION_ERRORS) or isinstance(error, _CONNECTION_ERRORS)
 
 
 def reported_by_server(error: BaseException) -> bool:
@@ -66,6 +83,6 @@ def translate(error: BaseException) -> DomainError | None:
         return TransientConflict("the transaction conflicted with another one; retry the call")
     if isinstance(driver, asyncpg.exceptions.ReadOnlySQLTransactionError):
         return ReadOnlyViolation("a read-only call attempted a write")
-    if isinstance(driver, _CONNECTION_ERRORS) or isinstance(error, _CONNECTION_ERRORS):
+    if is_disconnect(error):
         return DatabaseUnavailable("the database is unreachable; retry the call")
     return None

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.util import greenlet_spawn
 
+from service.db import errors as db_errors
+
 if TYPE_CHECKING:
     import asyncpg
     from sqlalchemy.pool import Pool, PoolProxiedConnection
@@ -35,6 +37,10 @@ if TYPE_CHECKING:
 BEGIN_WRITE = "BEGIN ISOLATION LEVEL READ COMMITTED"
 BEGIN_READ_ONLY = "BEGIN READ ONLY"
 BEGIN_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
+# How long the end of a call may take to bring its connection back to a known state (the
+# driver's cancel request answered, a ROLLBACK) before the connection is dropped instead.
+CLEANUP_SECONDS = 2.0
 
 _current: ContextVar[CallSession] = ContextVar("blog_db_session")
 
@@ -63,9 +69,18 @@ class CallSession:
                 raise RuntimeError("a snapshot must be the call's first use of the database")
             return driver
         # Inside a greenlet: checking out may mean (re)connecting, which is I/O.
-        lease = self._lease = await greenlet_spawn(self._pool.connect)
-        driver = self._driver = lease.driver_connection
+        lease = await greenlet_spawn(self._pool.connect)
+        driver = lease.driver_connection
         assert driver is not None  # a checked-out connection always has its driver connection
+        if driver.is_closed():
+            # The server closed it while it sat in the pool (a restart, a terminated backend):
+            # a free pre-ping. Every connection opened before it is recycled on checkout, so
+            # the second lease is a fresh connection.
+            await greenlet_spawn(self._pool._invalidate, lease, None)
+            lease = await greenlet_spawn(self._pool.connect)
+            driver = lease.driver_connection
+            assert driver is not None
+        self._lease, self._driver = lease, driver
         begin = BEGIN_SNAPSHOT if snapshot else self._begin
         if begin is not None:
             self.in_transaction = True  # before the await: a BEGIN cut short must be cleaned up
@@ -78,7 +93,14 @@ class CallSession:
             await self._driver.execute("COMMIT")
             self.in_transaction = False
 
-    def _release_without_io(self, *, discard: bool) -> bool:
+    async def release(self) -> None:
+        """Commits what is open and gives the connection back now; the next statement leases a
+        new one. For a call about to do slow work that needs no database (a password hash):
+        it must not hold a pooled connection, let alone a transaction, while it waits."""
+        await self.commit()
+        await self.end(None)
+
+    def _release_without_io(self, error: BaseException | None) -> bool:
         """Gives the connection back when that needs no I/O; False when `_close` must run.
 
         A healthy connection with no transaction open goes back to a pool with room for it as
@@ -87,7 +109,9 @@ class CallSession:
         lease, driver = self._lease, self._driver
         if lease is None or driver is None:
             return True  # the call never touched the database (e.g. it failed validation)
-        if discard or self.in_transaction or driver.is_closed():
+        if self.in_transaction or driver.is_closed() or driver._protocol._is_cancelling():
+            return False
+        if error is not None and db_errors.is_disconnect(error):
             return False
         if self._pool.checkedin() >= self._pool.size():  # type: ignore[attr-defined]
             return False  # an overflow connection: the pool will close it, which is I/O
@@ -95,36 +119,51 @@ class CallSession:
         lease.close()
         return True
 
-    async def end(self, *, discard: bool) -> None:
-        """Gives the connection back at the end of a call, rolling back what is still open.
+    async def end(self, error: BaseException | None) -> None:
+        """Gives the connection back at the end of a call (`error`: what ended it, if anything).
 
-        Without I/O when it can (`_release_without_io`); otherwise the rollback and the return
+        Without I/O when it can (`_release_without_io`); otherwise the clean-up and the return
         run as one shielded step, which a cancellation arriving now can neither interrupt nor
         leave with the connection stranded, checked out.
         """
-        if not self._release_without_io(discard=discard):
-            await asyncio.shield(self._close(discard=discard))
+        if not self._release_without_io(error):
+            await asyncio.shield(self._close(error))
 
-    async def _close(self, *, discard: bool) -> None:
-        """Rolls back what is still open and gives the connection back (or drops it).
+    async def _close(self, error: BaseException | None) -> None:
+        """Brings the connection back to a known state and returns it, or drops it.
 
-        `discard` drops the connection instead of pooling it: after a cancelled statement or a
-        lost connection its state is not worth trusting, and PostgreSQL rolls back whatever
-        a closed connection left open. A rollback that fails drops the connection too.
+        A connection whose state can be known goes back to the pool: after a cancellation the
+        driver's cancel request is awaited (asyncpg's own pool does the same) and what is still
+        open is rolled back, both within CLEANUP_SECONDS, so a statement that outlived its call
+        is over by the time the connection is reused. Only a connection in an unknown state is
+        closed. When the connection itself was lost, every connection of the pool opened before
+        is recycled at its next checkout (SQLAlchemy's own rule on a disconnect): after a
+        database restart, no later call trips over a connection left over from before.
         """
         lease, driver = self._lease, self._driver
         self._lease = self._driver = None
         if lease is None or driver is None:
             return
-        if self.in_transaction and not discard and not driver.is_closed():
-            with suppress(Exception):
-                await driver.execute("ROLLBACK")
-                self.in_transaction = False
-        if discard or self.in_transaction or driver.is_closed():
+        lost = error is not None and db_errors.is_disconnect(error)
+        settled = False
+        if not lost:
+            try:
+                async with asyncio.timeout(CLEANUP_SECONDS):
+                    protocol = driver._protocol
+                    if protocol._is_cancelling():
+                        await protocol._wait_for_cancellation()
+                    if self.in_transaction or driver.is_in_transaction():
+                        await driver.execute("ROLLBACK")
+                settled = not driver.is_closed()
+            except Exception as cleanup_error:
+                lost = db_errors.is_disconnect(cleanup_error)
+        self.in_transaction = False
+        if lost:
+            await greenlet_spawn(self._pool._invalidate, lease, error)
+        elif not settled:
             await greenlet_spawn(lease.invalidate)
         else:
             await greenlet_spawn(lease.close)
-        self.in_transaction = False
 
 
 def current_session() -> CallSession:

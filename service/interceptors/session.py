@@ -52,25 +52,22 @@ class SessionInterceptor(CallInterceptor):
         session = self._db.session(read_only=method in READ_ONLY_METHODS)
         token = bind_session(session)
         deadline = asyncio.timeout(self._budget(method, context))
-        connection_suspect = True
+        ended_by: BaseException | None = None
         try:
             async with deadline:
                 yield
                 await session.commit()
-            connection_suspect = False
-        except DomainError:
-            connection_suspect = False  # the database answered; the service said no
-            raise
         except BaseException as error:
+            # The session decides from this what state its connection is in (service.db.session).
+            ended_by = error
+            if isinstance(error, DomainError):
+                raise
             if isinstance(error, TimeoutError) and deadline.expired():
                 raise DeadlineExceeded("the deadline passed before the call completed") from None
-            # An error PostgreSQL itself reported leaves the connection fit for a ROLLBACK;
-            # anything else (cancellation, a lost connection, a bug) and it is dropped.
-            connection_suspect = not db_errors.reported_by_server(error)
             translated = db_errors.translate(error) if isinstance(error, Exception) else None
             if translated is not None and translated is not error:
                 raise translated from error
             raise
         finally:
-            await session.end(discard=connection_suspect)
+            await session.end(ended_by)
             unbind_session(token)
