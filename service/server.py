@@ -53,6 +53,7 @@ class Server:
             time_cost=settings.argon2_time_cost,
             parallelism=settings.argon2_parallelism,
             threads=settings.password_hash_threads,
+            queue=settings.password_hash_queue,
         )
         tokens = PageTokens(settings.page_token_secret)
         # Outermost first: observe every call, map errors, authenticate, then the session.

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=2, ge=1, alias="ARGON2_TIME_COST")
     argon2_parallelism: int = Field(default=1, ge=1, alias="ARGON2_PARALLELISM")
     password_hash_threads: int = Field(default=2, ge=1, le=64, alias="PASSWORD_HASH_THREADS")
+    # Calls that may wait for a hashing thread; more are refused RESOURCE_EXHAUSTED at once.
+    # A default-cost hash takes ~25-50 ms per thread, so 16 waiting is at most ~0.4 s of queue.
+    password_hash_queue: int = Field(default=16, ge=0, le=100_000, alias="PASSWORD_HASH_QUEUE")
 
     @field_validator("database_url", "database_replica_url")
     @classmethod

@@ -63,6 +63,12 @@ class Unauthenticated(DomainError):
     reason = "UNAUTHENTICATED"
 
 
+class ResourceExhausted(DomainError):
+    """A capacity of the process is full for this kind of call: retry with backoff."""
+
+    reason = "RESOURCE_EXHAUSTED"
+
+
 class DatabaseUnavailable(DomainError):
     reason = "DATABASE_UNAVAILABLE"
 

@@ -1,27 +1,55 @@
-"""Argon2id password hashing, off the event loop in a bounded thread pool.
+"""Argon2id password hashing, off the event loop in a bounded thread pool, with bounded capacity.
 
 argon2-cffi releases the GIL while hashing, so a small pool gives real parallelism while
-bounding how much CPU and memory a burst of logins can take; other calls keep flowing.
+bounding how much CPU and memory a burst of logins can take; other calls keep flowing. The
+calls that may wait for a thread are bounded too: past `queue` waiting, a new call is refused
+at once (RESOURCE_EXHAUSTED) instead of queueing for seconds behind a flood of logins.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from service.domain.errors import ResourceExhausted
+
 
 class Passwords:
-    def __init__(self, *, memory_kib: int, time_cost: int, parallelism: int, threads: int) -> None:
+    def __init__(
+        self, *, memory_kib: int, time_cost: int, parallelism: int, threads: int, queue: int
+    ) -> None:
         self._hasher = PasswordHasher(
             time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism, type=Type.ID
         )
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="argon2")
+        self._capacity = threads + queue
+        self._admitted = 0
         # Unknown logins are checked against this, so they cost what a real check costs
         # and timing does not tell which logins exist.
         self._dummy_hash = self._hasher.hash("not a password of anyone: timing equaliser")
+
+    @contextmanager
+    def admitted(self) -> Iterator[None]:
+        """A place among the calls that hash, held for the whole call, or RESOURCE_EXHAUSTED.
+
+        Taken before anything else the call does, so a refused login costs no database work
+        and is refused the same way whether or not the login exists.
+        """
+        if self._admitted >= self._capacity:
+            raise ResourceExhausted(
+                "too many password checks in progress; retry with backoff",
+                reason="PASSWORD_HASHING_EXHAUSTED",
+            )
+        self._admitted += 1
+        try:
+            yield
+        finally:
+            self._admitted -= 1
 
     async def hash(self, password: str) -> str:
         loop = asyncio.get_running_loop()

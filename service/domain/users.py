@@ -13,6 +13,7 @@ from service.domain.errors import (
 from service.domain.paging import PageTokens
 from service.domain.passwords import Passwords
 from service.domain.updates import update_if_current
+from service.repositories.base import release_connection
 from service.repositories.posts import PostRepository
 from service.repositories.users import UserRepository
 
@@ -29,7 +30,8 @@ class Users:
     async def create(
         self, *, email: str, username: str, password: str, is_superuser: bool
     ) -> UserRecord:
-        hashed = await self._passwords.hash(password)
+        with self._passwords.admitted():
+            hashed = await self._passwords.hash(password)
         return await self._users.create(
             email=email, username=username, hashed_password=hashed, is_superuser=is_superuser
         )
@@ -64,7 +66,8 @@ class Users:
         return await update_if_current(self._users, "user", user_id, values, etag, user_not_found)
 
     async def change_password(self, user_id: int, new_password: str) -> None:
-        hashed = await self._passwords.hash(new_password)
+        with self._passwords.admitted():
+            hashed = await self._passwords.hash(new_password)
         if not await self._users.set_password(user_id, hashed):
             raise user_not_found(user_id)
 
@@ -74,11 +77,17 @@ class Users:
 
     async def authenticate(self, login: str, password: str) -> UserRecord:
         """The user, or the same UNAUTHENTICATED for a wrong password, unknown login or inactive user."""
-        found = await self._users.credentials(login)
-        # Unknown logins are verified against a dummy hash: every failure costs the same.
-        ok = await self._passwords.verify(found.hashed_password if found else None, password)
-        if found is None or not ok or not found.user.is_active:
-            raise Unauthenticated(_BAD_LOGIN, reason="INVALID_CREDENTIALS")
-        if self._passwords.needs_rehash(found.hashed_password):
-            await self._users.set_password(found.user.id, await self._passwords.hash(password))
+        with self._passwords.admitted():
+            found = await self._users.credentials(login)
+            # The hash takes tens of milliseconds in a small thread pool: hold no connection
+            # (and no transaction) while waiting for it. Nothing needs one: a rehash below is
+            # a write of its own.
+            await release_connection()
+            # Unknown logins are verified against a dummy hash: every failure costs the same.
+            ok = await self._passwords.verify(found.hashed_password if found else None, password)
+            if found is None or not ok or not found.user.is_active:
+                raise Unauthenticated(_BAD_LOGIN, reason="INVALID_CREDENTIALS")
+            if self._passwords.needs_rehash(found.hashed_password):
+                rehashed = await self._passwords.hash(password)
+                await self._users.set_password(found.user.id, rehashed)
         return found.user

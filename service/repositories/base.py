@@ -62,6 +62,12 @@ class BaseRepository:
             yield row
 
 
+async def release_connection() -> None:
+    """Ends the call's use of its connection for now (committing what is open); a later
+    statement of the call leases one again, in a transaction of its own."""
+    await current_session().release()
+
+
 def newest_first_after(
     created_at: Any, id_: Any, cursor_created_at: Any, cursor_id: Any
 ) -> ColumnElement[bool]:
