@@ -24,6 +24,7 @@ from service.interceptors.auth import AuthInterceptor
 from service.interceptors.errors import ErrorInterceptor
 from service.interceptors.observe import ObserveInterceptor
 from service.interceptors.session import SessionInterceptor
+from service.interceptors.streams import StreamLimitInterceptor
 from service.servicers.posts import PostServicer
 from service.servicers.users import UserServicer
 from service.settings import Settings
@@ -56,13 +57,18 @@ class Server:
             queue=settings.password_hash_queue,
         )
         tokens = PageTokens(settings.page_token_secret)
-        # Outermost first: observe every call, map errors, authenticate, then the session.
+        # Outermost first: observe every call, map errors, authenticate, admit streams, then the
+        # session.
         interceptors: list[aio.ServerInterceptor] = [  # type: ignore[type-arg]
             ObserveInterceptor(metrics_enabled=settings.metrics_port is not None),
             ErrorInterceptor(),
         ]
         if settings.tokens:
             interceptors.append(AuthInterceptor(settings.tokens))
+        self.streams = StreamLimitInterceptor(
+            capacity=settings.stream_capacity, idle_timeout=settings.stream_idle_timeout_seconds
+        )
+        interceptors.append(self.streams)
         interceptors.append(SessionInterceptor(self.database, settings.default_timeout_seconds))
         limit = settings.grpc_max_message_bytes
         self.grpc = aio.server(

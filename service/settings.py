@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     default_timeout_seconds: float = Field(
         default=30.0, gt=0, le=86400, alias="DEFAULT_TIMEOUT_SECONDS"
     )
+    # A stream whose client takes no message for this long is ended, its snapshot released.
+    stream_idle_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=86400, alias="STREAM_IDLE_TIMEOUT_SECONDS"
+    )
+    # Streams at once per process; 0 = half the read pool, so unary reads keep the other half.
+    max_streams: int = Field(default=0, ge=0, le=100_000, alias="MAX_STREAMS")
 
     # Page tokens are MACed with this key so every process and replica sharing the
     # configuration accepts the others' tokens. Set it in production; the default
@@ -100,6 +106,10 @@ class Settings(BaseSettings):
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("TLS_CLIENT_CA_FILE needs TLS_CERT_FILE and TLS_KEY_FILE")
         return self
+
+    @property
+    def stream_capacity(self) -> int:
+        return self.max_streams or max(1, (self.db_pool_size + self.db_max_overflow) // 2)
 
     @cached_property
     def tokens(self) -> tuple[bytes, ...]:

@@ -201,7 +201,7 @@ async def test_streams_cancelled_mid_way_release_their_cursor_and_transaction(
     )
     streams = [
         posts.StreamPosts(post_service_pb2.StreamPostsRequest(author_id=author), timeout=30)
-        for _ in range(15)  # within the read pool (DB_POOL_SIZE = 20, no overflow)
+        for _ in range(10)  # the stream capacity: half the read pool (DB_POOL_SIZE = 20)
     ]
     for stream in streams:
         for _ in range(5):

@@ -42,6 +42,10 @@ class CallInterceptor(aio.ServerInterceptor, abc.ABC):  # type: ignore[type-arg]
     ) -> AbstractAsyncContextManager[None]:
         """What happens around one call: code before `yield`, after it, and on exceptions."""
 
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        """The handler with this interceptor's work around every call of `method`."""
+        return wrap_handler(handler, lambda context: self.around(method, context))
+
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler:
@@ -52,7 +56,7 @@ class CallInterceptor(aio.ServerInterceptor, abc.ABC):  # type: ignore[type-arg]
             return cached
         handler = await continuation(handler_call_details)
         if handler is not None and self.applies_to(method):
-            handler = wrap_handler(handler, lambda context: self.around(method, context))
+            handler = self.wrap(method, handler)
         if handler is not None:
             cache[method] = handler
         return handler

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from functools import cache
 from typing import Any
 
@@ -12,9 +13,11 @@ from sqlalchemy import (
     Select,
     Text,
     bindparam,
+    case,
     delete,
     func,
     insert,
+    null,
     select,
     update,
 )
@@ -38,7 +41,14 @@ POST_COLUMNS = (
     Post.version,
 )
 _WIDTH = len(POST_COLUMNS)
-STREAM_BATCH = 500
+_CONTENT_AT = POST_COLUMNS.index(Post.content)
+
+# A stream's buffer is bounded in bytes, not rows: the cursor prefetches STREAM_BATCH rows, in
+# which a content longer than STREAM_INLINE_BYTES comes back as NULL and is read on its own
+# when its turn comes. So a batch holds at most ~STREAM_BATCH x (4 KiB + title + author), about
+# 1.5 MB, whether the posts are small or 100,000 characters long.
+STREAM_BATCH = 256
+STREAM_INLINE_BYTES = 4096
 
 
 def post_from_row(row: Row, author: UserRecord | None = None) -> PostRecord:
@@ -150,11 +160,17 @@ def _update_query(fields: tuple[str, ...], conditional: bool) -> Query:
 
 @cache
 def _stream_query(author_id: bool, published: bool) -> Query:
-    return Query(
-        _filtered(_with_author(), author_id, published).order_by(
-            Post.created_at.asc(), Post.id.asc()
-        )
+    inline = case(
+        (func.octet_length(Post.content) <= STREAM_INLINE_BYTES, Post.content), else_=null()
     )
+    columns = [inline if c is Post.content else c for c in POST_COLUMNS]
+    statement: Select[Any] = select(*columns, *USER_COLUMNS).join(User, User.id == Post.author_id)
+    return Query(
+        _filtered(statement, author_id, published).order_by(Post.created_at.asc(), Post.id.asc())
+    )
+
+
+_CONTENT = Query(select(Post.content).where(Post.id == bindparam("row_id")))
 
 
 class PostRepository(BaseRepository):
@@ -229,8 +245,13 @@ class PostRepository(BaseRepository):
         self, *, author_id: int | None, published: bool | None
     ) -> AsyncIterator[PostRecord]:
         """Every matching post, oldest first, read STREAM_BATCH rows at a time as the caller
-        consumes them, so memory stays flat however many rows match."""
+        consumes them, so memory stays flat however many rows match and however large."""
         statement = _stream_query(author_id is not None, published is not None)
         rows = self._stream(statement, STREAM_BATCH, author_id=author_id, published=published)
         async for row in rows:
-            yield post_from_row(row)
+            post = post_from_row(row)
+            if row[_CONTENT_AT] is None:  # too long to prefetch: read alone, in the same snapshot
+                content = await self._one(_CONTENT, row_id=post.id)
+                assert content is not None  # the snapshot still holds the row
+                post = replace(post, content=content[0])
+            yield post
