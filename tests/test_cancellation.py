@@ -59,6 +59,7 @@ async def settled(
     end = time.monotonic() + within
     while True:
         checked_out = sum(e.pool.checkedout() for e in server.database.engines)  # type: ignore[attr-defined]
+        checked_out += server.streams.active  # a stream's place is given back last
         busy = {s: n for s, n in (await our_sessions(db)).items() if s != "idle"}
         if (checked_out == 0 and not busy) or time.monotonic() > end:
             return int(checked_out), busy

@@ -116,6 +116,9 @@ def _engine(
         pool_size=size or settings.db_pool_size,
         max_overflow=0 if size else settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
+        # Last in, first out: the connections in use stay few and warm (statements prepared,
+        # caches hot); the rest sit idle instead of each being touched in turn.
+        pool_use_lifo=True,
         pool_pre_ping=False,  # a lost connection recycles the pool (service.db.session)
         # Every call ends its own transaction or drops its connection (service.db.session);
         # SQLAlchemy's rollback-on-return could not even see a transaction begun on the
