@@ -20,6 +20,7 @@ from service.domain.passwords import Passwords
 from service.domain.posts import Posts
 from service.domain.users import Users
 from service.health import Health
+from service.interceptors.admission import AdmissionInterceptor
 from service.interceptors.auth import AuthInterceptor
 from service.interceptors.errors import ErrorInterceptor
 from service.interceptors.observe import ObserveInterceptor
@@ -30,6 +31,8 @@ from service.servicers.users import UserServicer
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+
+_PENDING_SOFT_LIMIT = 20_000
 
 
 def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -57,11 +60,13 @@ class Server:
             queue=settings.password_hash_queue,
         )
         tokens = PageTokens(settings.page_token_secret)
-        # Outermost first: observe every call, map errors, authenticate, admit streams, then the
-        # session.
+        # Outermost first: observe every call, map errors, admit it (or refuse the excess),
+        # authenticate, admit streams, then the session.
+        self.admission = AdmissionInterceptor(settings.max_concurrent_rpcs)
         interceptors: list[aio.ServerInterceptor] = [  # type: ignore[type-arg]
             ObserveInterceptor(metrics_enabled=settings.metrics_port is not None),
             ErrorInterceptor(),
+            self.admission,
         ]
         if settings.tokens:
             interceptors.append(AuthInterceptor(settings.tokens))
@@ -73,9 +78,29 @@ class Server:
         limit = settings.grpc_max_message_bytes
         self.grpc = aio.server(
             interceptors=interceptors,
+            # The backstop behind AdmissionInterceptor: grpc.aio counts every call it has
+            # picked up, also one whose request has not arrived yet, and refuses the rest
+            # RESOURCE_EXHAUSTED (without our details: only an abusive client gets there).
+            maximum_concurrent_rpcs=2 * settings.max_concurrent_rpcs,
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
+                # Advertised in SETTINGS: streams one connection may have open at once. Low
+                # enough to bound what one connection holds, high enough that an ordinary
+                # client's burst waits in its own queue (grpcio clients overshoot a low limit
+                # and read the REFUSED_STREAM that follows as UNAVAILABLE).
+                ("grpc.max_concurrent_streams", settings.grpc_max_streams_per_connection),
+                # Core refuses new streams (REFUSED_STREAM, read as UNAVAILABLE) while many
+                # finished ones still await deallocation, as they do after any burst; their
+                # number is bounded by the stream limit above already.
+                ("grpc.http2.max_deallocating_streams", 1 << 20),
+                # Calls gRPC core has accepted but grpc.aio has not yet picked up. Past core's
+                # default soft limit (1,000) a burst's excess is cancelled there, and the
+                # clients read CANCELLED though nobody cancelled; with room for the bursts
+                # the per-connection and per-process limits allow, grpc.aio picks every
+                # call up and refuses the excess RESOURCE_EXHAUSTED instead.
+                ("grpc.server.max_pending_requests", _PENDING_SOFT_LIMIT),
+                ("grpc.server.max_pending_requests_hard_limit", 2 * _PENDING_SOFT_LIMIT),
                 # Several workers share the port on purpose; a lone server must instead
                 # fail loudly when something else already listens there.
                 ("grpc.so_reuseport", int(settings.grpc_workers > 1)),

@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     grpc_host: str = Field(default="127.0.0.1", min_length=1, alias="GRPC_HOST")
     grpc_port: int = Field(default=50051, ge=0, le=65535, alias="GRPC_PORT")
     grpc_workers: int = Field(default=1, ge=1, le=256, alias="GRPC_WORKERS")
+    # Calls in progress at once in one process; more are refused RESOURCE_EXHAUSTED at once.
+    max_concurrent_rpcs: int = Field(default=2000, ge=1, le=1_000_000, alias="MAX_CONCURRENT_RPCS")
+    # HTTP/2 streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    grpc_max_streams_per_connection: int = Field(
+        default=1000, ge=1, le=1000, alias="GRPC_MAX_STREAMS_PER_CONNECTION"
+    )
     grpc_max_message_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, alias="GRPC_MAX_MESSAGE_BYTES"
     )
