@@ -266,7 +266,8 @@ async def test_calls_past_max_concurrent_rpcs_are_refused_at_once_with_details(
                     for _ in range(40)
                 ]
                 start = time.monotonic()
-                await _until(lambda: server.admission.active >= 20, within=10)
+                await _until(lambda: sum(c.done() for c in calls) >= 20, within=10)
+                assert server.admission.active == 20
                 refused = []
                 for call in calls:
                     if call.done():
