@@ -24,6 +24,7 @@ from service.interceptors.admission import AdmissionInterceptor
 from service.interceptors.auth import AuthInterceptor
 from service.interceptors.errors import ErrorInterceptor
 from service.interceptors.observe import ObserveInterceptor
+from service.interceptors.responses import ResponseSizeInterceptor
 from service.interceptors.session import SessionInterceptor
 from service.interceptors.streams import StreamLimitInterceptor
 from service.servicers.posts import PostServicer
@@ -61,7 +62,7 @@ class Server:
         )
         tokens = PageTokens(settings.page_token_secret)
         # Outermost first: observe every call, map errors, admit it (or refuse the excess),
-        # authenticate, admit streams, then the session.
+        # authenticate, admit streams, the session, and innermost the response's size.
         self.admission = AdmissionInterceptor(settings.max_concurrent_rpcs)
         interceptors: list[aio.ServerInterceptor] = [  # type: ignore[type-arg]
             ObserveInterceptor(metrics_enabled=settings.metrics_port is not None),
@@ -75,6 +76,7 @@ class Server:
         )
         interceptors.append(self.streams)
         interceptors.append(SessionInterceptor(self.database, settings.default_timeout_seconds))
+        interceptors.append(ResponseSizeInterceptor(settings.grpc_max_message_bytes))
         limit = settings.grpc_max_message_bytes
         self.grpc = aio.server(
             interceptors=interceptors,
