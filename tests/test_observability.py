@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
-from blog.v1 import user_service_pb2, user_service_pb2_grpc
+from blog.v1 import post_service_pb2, post_service_pb2_grpc, user_service_pb2, user_service_pb2_grpc
 
 from tests.support import ServerProcess, free_port
 
@@ -258,3 +258,42 @@ def test_db_echo_logs_each_statement_with_its_call_and_never_its_parameters(
     assert any("FROM users" in s and "WHERE users.id = $1" in s for s in statements), statements
     for secret in (PASSWORD, "$argon2", f"e{suffix}@example.com"):
         assert secret not in output, secret
+
+
+def test_a_stream_the_client_cancels_is_logged_and_counted_cancelled(
+    users: Any, observed: ServerProcess
+) -> None:
+    """Read one post, then cancel: one INFO line with code CANCELLED, no ERROR and no
+    traceback, and the Canceled counter moves. Before: UNKNOWN, with an ERROR traceback."""
+    author = users.CreateUser(
+        user_service_pb2.CreateUserRequest(
+            email=f"{uuid.uuid4().hex[:8]}@example.com",
+            username=f"s{uuid.uuid4().hex[:8]}",
+            password="password-123",
+        ),
+        metadata=AUTH,
+        timeout=5,
+    )
+    with grpc.insecure_channel(observed.address) as channel:
+        posts = post_service_pb2_grpc.PostServiceStub(channel)
+        for i in range(50):
+            posts.CreatePost(
+                post_service_pb2.CreatePostRequest(
+                    author_id=author.id, title=f"t{i}", content="x" * 2000
+                ),
+                metadata=AUTH,
+                timeout=5,
+            )
+        rid = f"cancel-{uuid.uuid4().hex}"
+        stream = posts.StreamPosts(
+            post_service_pb2.StreamPostsRequest(author_id=author.id),
+            metadata=[*AUTH, ("x-request-id", rid)],
+            timeout=30,
+        )
+        next(stream)
+        stream.cancel()
+    (entry,) = wait_for_entry(observed, rid)
+    assert entry["code"] == "CANCELLED", entry
+    assert entry["method"] == "/blog.v1.PostService/StreamPosts"
+    assert not [e for e in log_entries(observed) if e.get("level") == "ERROR"]
+    assert "Traceback" not in observed.output()
