@@ -51,6 +51,7 @@ class PostServicer(post_service_pb2_grpc.PostServiceServicer):
         with check.Violations() as v:
             page_size = check.page_size(v, "page_size", request.page_size)
             check.search_query(v, "query", request.query)
+            check.token(v, "page_token", request.page_token)
             if request.HasField("author_id"):
                 check.resource_id(v, "author_id", request.author_id)
         page = await self._posts.list(
@@ -75,7 +76,7 @@ class PostServicer(post_service_pb2_grpc.PostServiceServicer):
                 check.title(v, "post.title", post.title)
             if "content" in fields:
                 check.content(v, "post.content", post.content)
-            check.free_text(v, "post.etag", post.etag)
+            check.token(v, "post.etag", post.etag)
         values = {name: getattr(post, name) for name in fields}
         return post_message(await self._posts.update(post.id, values, post.etag))
 
