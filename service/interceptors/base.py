@@ -152,4 +152,20 @@ def wrap_handler(
             request_deserializer=deserialize,
             response_serializer=handler.response_serializer,
         )
-    return handler  # client- and bidi-streaming: none in our API (reflection is one, left as is)
+    if handler.stream_stream is not None and inspect.isasyncgenfunction(handler.stream_stream):
+        # Reflection's ServerReflectionInfo, the one bidi stream served (none in our API).
+        bidi: Any = handler.stream_stream
+
+        async def stream_stream(
+            requests: AsyncIterator[Any], context: aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            async with around(context):
+                async for response in bidi((checked(r) async for r in requests), context):
+                    yield response
+
+        return grpc.stream_stream_rpc_method_handler(
+            stream_stream,
+            request_deserializer=deserialize,
+            response_serializer=handler.response_serializer,
+        )
+    return handler  # client-streaming, or a bidi stream read with context.read(): none served
