@@ -102,7 +102,7 @@ BY_NAME: dict[str, st.SearchStrategy[Any]] = {
 }
 MAX_DEPTH = 2  # User.posts[].author.posts[]...: deep enough to reach every field, no deeper
 FUZZ = settings(
-    max_examples=30,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     database=None,
