@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from grpc_health.v1 import health, health_pb2
 
@@ -18,9 +19,24 @@ PROBE_INTERVAL = 1.0
 PROBE_TIMEOUT = 2.0
 
 
+class _Servicer(health.aio.HealthServicer):  # type: ignore[misc,name-defined]
+    """grpcio-health-checking's servicer, plus the List it leaves unimplemented (its base
+    raises NotImplementedError, which ended the call INTERNAL)."""
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: Any
+    ) -> health_pb2.HealthListResponse:
+        return health_pb2.HealthListResponse(
+            statuses={
+                name: health_pb2.HealthCheckResponse(status=status)
+                for name, status in self._server_status.items()
+            }
+        )
+
+
 class Health:
     def __init__(self, database: Database) -> None:
-        self.servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.servicer = _Servicer()
         self._db = database
         self._names = ["", *(s.full_name for s in SERVICES)]
         self._serving: bool | None = None

@@ -463,3 +463,69 @@ async def test_unknown_user_view_is_refused(
         db,
     )
     assert set(violations) == {"view"}
+
+
+# --- control characters -------------------------------------------------------------------------
+
+# C0, DEL and C1, the escape that starts terminal sequences among them.
+CONTROLS = ["\x01", "\x1b", "\t", "\n", "\r", "\x7f", "\x85", "\x9b"]
+
+
+@pytest.mark.parametrize("control", CONTROLS)
+async def test_control_characters_in_names_addresses_and_titles_are_refused_naming_the_field(
+    users: UserStub,
+    posts: PostStub,
+    db: asyncpg.Connection,
+    author: int,
+    post_id: int,
+    control: str,
+) -> None:
+    cases: list[tuple[Awaitable[Any], str]] = [
+        (users.CreateUser(create_user_request(email=f"a{control}b@example.com")), "email"),
+        (users.CreateUser(create_user_request(username=f"ab{control}c")), "username"),
+        (posts.CreatePost(create_post_request(author, title=f"Ti{control}tle")), "title"),
+        (
+            posts.BatchCreatePosts(
+                post_service_pb2.BatchCreatePostsRequest(
+                    requests=[create_post_request(author, title=f"{control}[31mred")]
+                )
+            ),
+            "requests[0].title",
+        ),
+        (
+            users.UpdateUser(
+                user_service_pb2.UpdateUserRequest(
+                    user=resources_pb2.User(id=author, email=f"new{control}@example.com"),
+                    update_mask=field_mask_pb2.FieldMask(paths=["email"]),
+                )
+            ),
+            "user.email",
+        ),
+        (
+            posts.UpdatePost(
+                post_service_pb2.UpdatePostRequest(
+                    post=resources_pb2.Post(id=post_id, title=f"T{control}"),
+                    update_mask=field_mask_pb2.FieldMask(paths=["title"]),
+                )
+            ),
+            "post.title",
+        ),
+        (
+            users.ListUsers(user_service_pb2.ListUsersRequest(page_token=f"a{control}")),
+            "page_token",
+        ),
+        (
+            posts.ListPosts(post_service_pb2.ListPostsRequest(page_token=f"a{control}")),
+            "page_token",
+        ),
+    ]
+    for call, field in cases:
+        violations = await refused(call, db)
+        assert set(violations) == {field}, (field, violations)
+    assert await db.fetchval("SELECT title FROM posts") == "T"
+
+
+async def test_content_may_hold_newlines_and_tabs(posts: PostStub, author: int) -> None:
+    content = "line one\n\tindented\r\nline three"
+    post = await posts.CreatePost(create_post_request(author, content=content))
+    assert post.content == content

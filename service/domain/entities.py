@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -69,8 +70,16 @@ def etag_of(version: int) -> str:
     return f"v{version}"
 
 
+# What `etag_of` writes: ASCII digits (str.isdigit also takes "²", int() other scripts' digits),
+# and no more than a version column (a PostgreSQL integer) can hold.
+_ETAG = re.compile(r"v(0|[1-9][0-9]{0,9})", re.ASCII)
+_VERSION_MAX = 2**31 - 1
+
+
 def version_of(etag: str) -> int | None:
     """The row version an etag names, or None when it is not one of ours."""
-    if len(etag) < 2 or etag[0] != "v" or not etag[1:].isdigit() or len(etag) > 12:
+    match = _ETAG.fullmatch(etag)
+    if match is None:
         return None
-    return int(etag[1:])
+    version = int(match[1])
+    return version if version <= _VERSION_MAX else None

@@ -41,6 +41,17 @@ class InvalidArgument(DomainError):
         self.violations = violations
 
 
+class MalformedRequest(InvalidArgument):
+    """The request's bytes do not decode (truncated, invalid UTF-8 in a string): no field of
+    it can be named, so the message says what failed and no BadRequest comes with it."""
+
+    reason = "MALFORMED_REQUEST"
+
+    def __init__(self, message: str) -> None:
+        DomainError.__init__(self, message)
+        self.violations = []
+
+
 class NotFound(DomainError):
     reason = "NOT_FOUND"
 

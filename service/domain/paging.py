@@ -59,7 +59,7 @@ class PageTokens:
     def issue(self, collection: str, filters: dict[str, object], cursor: Cursor) -> str:
         micros = (cursor.created_at - _EPOCH) // timedelta(microseconds=1)
         body = _LAYOUT.pack(micros, cursor.id, self._filters_digest(collection, filters))
-        return base64.urlsafe_b64encode(body + self._mac(body)).rstrip(b"=").decode()
+        return _encoded(body + self._mac(body))
 
     def page(
         self, collection: str, filters: dict[str, object], rows: Sequence[K], page_size: int
@@ -79,19 +79,36 @@ class PageTokens:
         """The cursor in `token` (None for the first page) or INVALID_ARGUMENT."""
         if not token:
             return None
+        not_ours = _bad(field, "is not a page token issued by this service")
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except ValueError:
             raw = b""
+        # A token has one spelling, the one `issue` wrote: the decoder alone would skip any
+        # character outside the alphabet ("tok\x01en" would pass for "token").
+        if _encoded(raw) != token:
+            raise not_ours
         body, mac = raw[: _LAYOUT.size], raw[_LAYOUT.size :]
         if len(raw) != _LAYOUT.size + _MAC_BYTES or not hmac.compare_digest(mac, self._mac(body)):
-            raise _bad(field, "is not a page token issued by this service")
+            raise not_ours
         micros, row_id, digest = _LAYOUT.unpack(body)
         if not hmac.compare_digest(digest, self._filters_digest(collection, filters)):
             raise _bad(
                 field, "was issued for a different query: keep the filters of the first page"
             )
-        return Cursor(_EPOCH + timedelta(microseconds=micros), row_id)
+        # A valid MAC is no proof the position is one we wrote: whoever holds the secret (the
+        # public development key, say) can sign any. Refuse what no row can have.
+        try:
+            created_at = _EPOCH + timedelta(microseconds=micros)
+        except OverflowError:
+            raise not_ours from None
+        if row_id <= 0:
+            raise not_ours
+        return Cursor(created_at, row_id)
+
+
+def _encoded(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 def _bad(field: str, description: str) -> InvalidArgument:

@@ -19,6 +19,8 @@ TITLE_MAX = 200
 CONTENT_MAX = 100_000
 PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX = 50, 1000
 BATCH_MAX = 1000
+# SPEC: no response is larger than the 4 MiB a gRPC client accepts by default.
+RESPONSE_MAX_BYTES = 4 * 1024 * 1024
 QUERY_MAX = 255
 
 
@@ -52,8 +54,17 @@ def _no_nul(v: Violations, field: str, value: str) -> bool:
     return v.check("\x00" not in value, field, "must not contain NUL characters")
 
 
+# Unicode's control characters (category Cc: C0, DEL and C1), escape sequences included: names,
+# addresses and identifiers hold none of them, lest they reach a terminal or a log line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _no_control(v: Violations, field: str, value: str) -> bool:
+    return v.check(_CONTROL.search(value) is None, field, "must not contain control characters")
+
+
 def email(v: Violations, field: str, value: str) -> None:
-    if not _no_nul(v, field, value):
+    if not _no_control(v, field, value):
         return
     if not value:
         v.add(field, "is required")
@@ -64,7 +75,7 @@ def email(v: Violations, field: str, value: str) -> None:
 
 
 def username(v: Violations, field: str, value: str) -> None:
-    if not _no_nul(v, field, value):
+    if not _no_control(v, field, value):
         return
     if not _USERNAME.match(value):
         v.add(field, "must be 3 to 100 characters of letters, digits, '_', '.' or '-'")
@@ -78,7 +89,7 @@ def password(v: Violations, field: str, value: str) -> None:
 
 
 def title(v: Violations, field: str, value: str) -> None:
-    if not _no_nul(v, field, value):
+    if not _no_control(v, field, value):
         return
     if not value.strip():
         v.add(field, "must not be empty or blank")
@@ -101,9 +112,15 @@ def search_query(v: Violations, field: str, value: str) -> None:
 
 
 def free_text(v: Violations, field: str, value: str) -> None:
-    """Any string is acceptable (a login, a password to check, an etag) except one with NUL,
-    which PostgreSQL cannot store or compare."""
+    """Any string is acceptable (a login, a password to check) except one with NUL, which
+    PostgreSQL cannot store or compare."""
     _no_nul(v, field, value)
+
+
+def token(v: Violations, field: str, value: str) -> None:
+    """An etag or a page token: opaque, but never holding a control character. Whether it is
+    one this service issued is for the use case to say."""
+    _no_control(v, field, value)
 
 
 def resource_id(v: Violations, field: str, value: int) -> None:

@@ -24,10 +24,13 @@ _MAX_REQUEST_ID = 128
 
 
 def _incoming_request_id(context: aio.ServicerContext[Any, Any]) -> str | None:
+    """The client's id when it is 1..128 printable ASCII characters, the only ones a gRPC
+    metadata value may hold: any other is replaced, since echoing it would fail the call at
+    its very end, after the transaction committed (some clients, grpcurl for one, send UTF-8)."""
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_HEADER and isinstance(value, str):
             value = value.strip()
-            if 0 < len(value) <= _MAX_REQUEST_ID and value.isprintable():
+            if 0 < len(value) <= _MAX_REQUEST_ID and value.isascii() and value.isprintable():
                 return value
     return None
 

@@ -51,6 +51,7 @@ class PostServicer(post_service_pb2_grpc.PostServiceServicer):
         with check.Violations() as v:
             page_size = check.page_size(v, "page_size", request.page_size)
             check.search_query(v, "query", request.query)
+            check.token(v, "page_token", request.page_token)
             if request.HasField("author_id"):
                 check.resource_id(v, "author_id", request.author_id)
         page = await self._posts.list(
@@ -75,7 +76,7 @@ class PostServicer(post_service_pb2_grpc.PostServiceServicer):
                 check.title(v, "post.title", post.title)
             if "content" in fields:
                 check.content(v, "post.content", post.content)
-            check.free_text(v, "post.etag", post.etag)
+            check.token(v, "post.etag", post.etag)
         values = {name: getattr(post, name) for name in fields}
         return post_message(await self._posts.update(post.id, values, post.etag))
 
@@ -101,7 +102,21 @@ class PostServicer(post_service_pb2_grpc.PostServiceServicer):
             items = request.requests if count <= check.BATCH_MAX else []
             posts = [_new_post(v, f"requests[{i}].", r) for i, r in enumerate(items)]
         created = await self._posts.create_many(posts)
-        return post_service_pb2.BatchCreatePostsResponse(posts=[post_message(p) for p in created])
+        response = post_service_pb2.BatchCreatePostsResponse(
+            posts=[post_message(p) for p in created]
+        )
+        # The one response whose size the request alone decides: a request just under the
+        # limit answers with more (ids, etags, authors). Refused here, the transaction rolls
+        # back; failing to send it after COMMIT told the client a write that happened did not.
+        with check.Violations() as v:
+            size = response.ByteSize()
+            v.check(
+                size <= check.RESPONSE_MAX_BYTES,
+                "requests",
+                f"the created posts would take {size} bytes in the response, more than the"
+                f" {check.RESPONSE_MAX_BYTES} one response may hold: send fewer or shorter posts",
+            )
+        return response
 
     async def StreamPosts(
         self, request: post_service_pb2.StreamPostsRequest, context: Context

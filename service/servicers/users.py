@@ -60,6 +60,7 @@ class UserServicer(user_service_pb2_grpc.UserServiceServicer):
         with check.Violations() as v:
             page_size = check.page_size(v, "page_size", request.page_size)
             check.search_query(v, "query", request.query)
+            check.token(v, "page_token", request.page_token)
         page = await self._users.list(
             page_size=page_size,
             page_token=request.page_token,
@@ -81,7 +82,7 @@ class UserServicer(user_service_pb2_grpc.UserServiceServicer):
                 check.email(v, "user.email", user.email)
             if "username" in fields:
                 check.username(v, "user.username", user.username)
-            check.free_text(v, "user.etag", user.etag)
+            check.token(v, "user.etag", user.etag)
         values = {name: getattr(user, name) for name in fields}
         return user_message(await self._users.update(user.id, values, user.etag))
 
