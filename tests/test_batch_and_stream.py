@@ -348,23 +348,3 @@ async def test_stream_with_invalid_author_id_is_invalid_argument(posts: PostStub
 
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "author_id" in error.violations
-
-
-async def test_batch_whose_response_would_not_fit_is_refused_and_creates_nothing(
-    posts: PostStub, db: asyncpg.Connection
-) -> None:
-    """A request just under 4 MiB answers with more bytes (ids, etags, the author on every
-    post). Sending that answer failed after COMMIT: the client read RESOURCE_EXHAUSTED (retry
-    with backoff) for 1000 posts that existed, and a retry made 1000 more."""
-    author: int = await db.fetchval(
-        "INSERT INTO users (email, username, hashed_password) VALUES ($1, $2, 'x') RETURNING id",
-        "a" * 60 + "@" + "b" * 60 + "." + "c" * 60 + ".com",
-        "u" * 100,
-    )
-    items = [Item(author_id=author, title="t" * 200, content="c" * 3950)] * 1000
-    request = post_service_pb2.BatchCreatePostsRequest(requests=items)
-    assert request.ByteSize() < 4 * 1024 * 1024
-    error = await batch_failure(posts, items)
-    assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
-    assert set(error.violations) == {"requests"}
-    assert await db.fetchval("SELECT count(*) FROM posts") == 0

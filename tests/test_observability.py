@@ -275,7 +275,7 @@ def test_a_stream_the_client_cancels_is_logged_and_counted_cancelled(
         timeout=5,
     )
     with grpc.insecure_channel(observed.address) as channel:
-        posts = post_service_pb2_grpc.PostServiceStub(channel)
+        posts: Any = post_service_pb2_grpc.PostServiceStub(channel)
         for i in range(50):
             posts.CreatePost(
                 post_service_pb2.CreatePostRequest(

@@ -19,8 +19,6 @@ TITLE_MAX = 200
 CONTENT_MAX = 100_000
 PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX = 50, 1000
 BATCH_MAX = 1000
-# SPEC: no response is larger than the 4 MiB a gRPC client accepts by default.
-RESPONSE_MAX_BYTES = 4 * 1024 * 1024
 QUERY_MAX = 255
 
 
