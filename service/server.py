@@ -21,6 +21,7 @@ from service.domain.posts import Posts
 from service.domain.users import Users
 from service.health import Health
 from service.interceptors.admission import AdmissionInterceptor
+from service.interceptors.arrival import RequestArrivalInterceptor
 from service.interceptors.auth import AuthInterceptor
 from service.interceptors.errors import ErrorInterceptor
 from service.interceptors.observe import ObserveInterceptor
@@ -61,12 +62,14 @@ class Server:
             queue=settings.password_hash_queue,
         )
         tokens = PageTokens(settings.page_token_secret)
-        # Outermost first: observe every call, map errors, admit it (or refuse the excess),
-        # authenticate, admit streams, the session, and innermost the response's size.
+        # Outermost first: observe every call, map errors, read its request (in time), admit
+        # it (or refuse the excess), authenticate, admit streams, the session, and innermost
+        # the response's size.
         self.admission = AdmissionInterceptor(settings.max_concurrent_rpcs)
         interceptors: list[aio.ServerInterceptor] = [  # type: ignore[type-arg]
             ObserveInterceptor(metrics_enabled=settings.metrics_port is not None),
             ErrorInterceptor(),
+            RequestArrivalInterceptor(settings.default_timeout_seconds),
             self.admission,
         ]
         if settings.tokens:

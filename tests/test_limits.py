@@ -341,3 +341,73 @@ async def test_a_write_whose_response_would_not_fit_fails_and_leaves_nothing(
     error = rich_error(caught.value)
     assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RESPONSE_TOO_LARGE")
     assert await db.fetchval("SELECT count(*) FROM posts") == 0
+
+
+def _open_bodiless_streams(port: int, count: int, seconds: float) -> dict[int, str]:
+    """`count` streams on one raw HTTP/2 connection, each sending headers and never a body;
+    what ended each of them within `seconds` ('grpc-status N' or 'reset')."""
+    import socket
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=0.5)
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    connection.initiate_connection()
+    headers = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/blog.v1.UserService/GetUser"),
+        (":authority", "localhost"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ]
+    for _ in range(count):
+        connection.send_headers(connection.get_next_available_stream_id(), headers)
+    sock.sendall(connection.data_to_send())
+    ended: dict[int, str] = {}
+    deadline = time.monotonic() + seconds
+    while len(ended) < count and time.monotonic() < deadline:
+        try:
+            data = sock.recv(1 << 16)
+        except TimeoutError:
+            continue
+        if not data:
+            break
+        for event in connection.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
+                status = dict(event.headers).get(b"grpc-status")
+                if status is not None:
+                    ended[event.stream_id] = f"grpc-status {status.decode()}"
+            elif isinstance(event, h2.events.StreamReset):
+                ended.setdefault(event.stream_id, "reset")
+        sock.sendall(connection.data_to_send())
+    sock.close()
+    return ended
+
+
+def test_streams_whose_request_never_arrives_are_ended_and_free_their_place(
+    database_url: str,
+) -> None:
+    """900 streams that send headers and no request, from a client without a token, on a
+    server allowing 200 calls at once (400 picked up by gRPC): each is ended within
+    DEFAULT_TIMEOUT_SECONDS (1 s here) with DEADLINE_EXCEEDED, and a well-behaved client is
+    served right after. Before, such streams stayed open as long as their connection did."""
+    env = {
+        "DATABASE_URL": database_url,
+        "DEFAULT_TIMEOUT_SECONDS": "1",
+        "MAX_CONCURRENT_RPCS": "200",
+    }
+    with ServerProcess(env) as server:
+        ended = _open_bodiless_streams(server.port, 900, seconds=15)
+        assert len(ended) == 900, f"{900 - len(ended)} streams still open"
+        assert set(ended.values()) <= {"grpc-status 4", "grpc-status 8", "reset"}, set(
+            ended.values()
+        )
+        assert "grpc-status 4" in ended.values()
+        with grpc.insecure_channel(server.address) as channel:
+            stub: Any = user_service_pb2_grpc.UserServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.GetUser(user_service_pb2.GetUserRequest(id=10**9), timeout=5)
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND  # served, not refused

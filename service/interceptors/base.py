@@ -104,16 +104,23 @@ def _as_is(request: Any) -> Any:
     return request
 
 
+def decoding(handler: Handler) -> tuple[Any, Callable[[Any], Any]]:
+    """The deserializer to register for `handler`, and what to apply to each request it gives.
+
+    Wrapping a servicer's own handler (its deserializer not yet deferring), the wrapper is the
+    innermost, the one that refuses an undecodable request; outer ones pass it along.
+    """
+    deserialize = handler.request_deserializer
+    if deserialize is not None and not isinstance(deserialize, _DeferringDeserializer):
+        return _DeferringDeserializer(deserialize), _decoded
+    return deserialize, _as_is
+
+
 def wrap_handler(
     handler: Handler,
     around: Callable[[aio.ServicerContext[Any, Any]], AbstractAsyncContextManager[None]],
 ) -> Handler:
-    deserialize = handler.request_deserializer
-    # Wrapping a servicer's own handler (its deserializer not yet deferring): this wrapper is
-    # the innermost, the one that refuses an undecodable request. Outer ones pass it along.
-    checked = _as_is
-    if deserialize is not None and not isinstance(deserialize, _DeferringDeserializer):
-        deserialize, checked = _DeferringDeserializer(deserialize), _decoded
+    deserialize, checked = decoding(handler)
     if handler.unary_unary is not None:
         unary: Any = handler.unary_unary
 
@@ -153,6 +160,36 @@ def wrap_handler(
 
         return grpc.unary_stream_rpc_method_handler(
             unary_stream,
+            request_deserializer=deserialize,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.stream_unary is not None:
+        # A unary method whose request is read by interceptors.arrival (with a time limit).
+        one: Any = handler.stream_unary
+
+        async def stream_unary(
+            requests: AsyncIterator[Any], context: aio.ServicerContext[Any, Any]
+        ) -> Any:
+            async with around(context):
+                return await one(requests, context)
+
+        return grpc.stream_unary_rpc_method_handler(
+            stream_unary,
+            request_deserializer=deserialize,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.stream_stream is not None and not inspect.isasyncgenfunction(handler.stream_stream):
+        # A server-streaming method whose request is read by interceptors.arrival.
+        many: Any = handler.stream_stream
+
+        async def stream_stream_writes(
+            requests: AsyncIterator[Any], context: aio.ServicerContext[Any, Any]
+        ) -> None:
+            async with around(context):
+                await many(requests, context)
+
+        return grpc.stream_stream_rpc_method_handler(
+            stream_stream_writes,
             request_deserializer=deserialize,
             response_serializer=handler.response_serializer,
         )
