@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 
 import grpc
 from blog.v1 import post_service_pb2_grpc, user_service_pb2_grpc
@@ -24,6 +25,7 @@ from service.interceptors.auth import AuthInterceptor
 from service.interceptors.errors import ErrorInterceptor
 from service.interceptors.observe import ObserveInterceptor
 from service.interceptors.session import SessionInterceptor
+from service.interceptors.shutdown import ShutdownGate
 from service.servicers.posts import PostServicer
 from service.servicers.users import UserServicer
 from service.settings import Settings
@@ -55,10 +57,13 @@ class Server:
             threads=settings.password_hash_threads,
         )
         tokens = PageTokens(settings.page_token_secret)
-        # Outermost first: observe every call, map errors, authenticate, then the session.
+        # Outermost first: observe every call, map errors, refuse calls once shutting down,
+        # authenticate, then the session.
+        self.gate = ShutdownGate()
         interceptors: list[aio.ServerInterceptor] = [  # type: ignore[type-arg]
             ObserveInterceptor(metrics_enabled=settings.metrics_port is not None),
             ErrorInterceptor(),
+            self.gate,
         ]
         if settings.tokens:
             interceptors.append(AuthInterceptor(settings.tokens))
@@ -99,10 +104,17 @@ class Server:
         log.info("serving on %s:%d", self.settings.grpc_host, self.port)
 
     async def stop(self) -> None:
-        """Graceful stop: NOT_SERVING, refuse new calls, let in-flight ones finish, then close."""
-        log.info("shutting down (grace %.1fs)", self.settings.shutdown_grace_seconds)
+        """Graceful stop: NOT_SERVING; serve on for the drain; then refuse new calls (the gate),
+        let the started ones finish within the grace, and only then stop gRPC and close."""
+        drain, grace = self.settings.shutdown_drain_seconds, self.settings.shutdown_grace_seconds
+        log.info("shutting down (drain %.1fs, grace %.1fs)", drain, grace)
         await self.health.shutdown()
-        await self.grpc.stop(self.settings.shutdown_grace_seconds)
+        await asyncio.sleep(drain)
+        self.gate.close()
+        deadline = time.monotonic() + grace
+        if not await self.gate.settled(grace):
+            log.warning("calls still running after the %.1fs grace are cut off", grace)
+        await self.grpc.stop(max(0.0, deadline - time.monotonic()))
         await self.database.dispose()
         self.passwords.close()
         log.info("stopped")
