@@ -29,6 +29,12 @@ _CONNECTION_ERRORS = (
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.PostgresConnectionError,  # class 08: the connection is gone or refused
+    # asyncpg's own protocol errors: a multi-host URL (target_session_attrs=primary) while no
+    # host is the primary (TargetServerAttributeNotMatched, during a Patroni switchover), and
+    # "cannot switch to state 15; another operation (2) is in progress", a connection that
+    # PostgreSQL terminated (FATAL 57P01 at a switchover) between two statements of a call.
+    # Both mean this connection cannot be used: unavailable, not a bug (tests/test_patroni.py).
+    asyncpg.exceptions.InternalClientError,
 )
 
 
