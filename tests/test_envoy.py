@@ -12,10 +12,12 @@ import asyncio
 import itertools
 import random
 import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -26,8 +28,8 @@ from grpc import aio
 from grpc_health.v1 import health_pb2
 from sqlalchemy.engine import make_url
 
-from tests.balancer import Envoy, TcpProxy
-from tests.support import ServerProcess, health_status
+from tests.balancer import BINARY, Envoy, TcpProxy
+from tests.support import ROOT, ServerProcess, health_status
 
 if TYPE_CHECKING:
     from blog.v1.post_service_pb2_grpc import PostServiceAsyncStub as PostStub
@@ -100,6 +102,7 @@ async def test_400_calls_over_one_channel_are_split_across_both_replicas(
         )
     await asyncio.sleep(0.2)  # the last log lines
     served = [r.output().count(GET_POST) for r in replicas]
+    print(f"400 calls over one channel: {served} per replica")
     assert sum(served) == 400
     assert min(served) >= 150, served  # round robin per call: 200 each, give or take
 
@@ -246,9 +249,10 @@ async def test_replica_whose_database_is_unreachable_leaves_rotation_and_reads_k
                 running = False
                 await asyncio.wait_for(asyncio.gather(*readers), 20)
         retried = balancer.counter("cluster.blog.upstream_rq_retry")
+        ejected = balancer.counter("cluster.blog.outlier_detection.ejections_enforced_total")
         print(
             f"db cut: replica left rotation {left_after:.2f}s after the cut;"
-            f" reads {dict(codes)}, Envoy retries {retried}"
+            f" reads {dict(codes)}, Envoy retries {retried}, outlier ejections {ejected}"
         )
         assert served_before > 0  # it was in rotation before the cut
         assert dict(codes) == {"OK": codes["OK"]}, codes
@@ -261,3 +265,44 @@ async def test_replica_whose_database_is_unreachable_leaves_rotation_and_reads_k
             balancer.stop()
         cut_off.stop()
         healthy.stop()
+
+
+TRANSCODER = """
+static_resources:
+  listeners:
+  - name: json
+    address: {socket_address: {address: 127.0.0.1, port_value: 1}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: json
+          route_config:
+            virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: "/"}, route: {cluster: blog}}]}]
+          http_filters:
+          - name: envoy.filters.http.grpc_json_transcoder
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder
+              proto_descriptor: %s
+              services: [blog.v1.UserService, blog.v1.PostService]
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+  clusters:
+  - name: blog
+    type: STATIC
+    load_assignment: {cluster_name: blog, endpoints: []}
+"""
+
+
+def test_envoy_loads_the_self_contained_descriptor_set(tmp_path: Path) -> None:
+    # Without --include_imports: "transcoding_filter: Unable to build proto descriptor pool".
+    config = tmp_path / "transcoder.yaml"
+    config.write_text(TRANSCODER % (ROOT / "generated/blog/v1/descriptors.binpb"))
+    checked = subprocess.run(
+        [str(BINARY), "--mode", "validate", "-c", str(config), "--disable-hot-restart"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
