@@ -46,6 +46,9 @@ def replica_env(database_url: str) -> dict[str, str]:
         "DATABASE_URL": database_url,
         "SHUTDOWN_DRAIN_SECONDS": str(DRAIN),
         "SHUTDOWN_GRACE_SECONDS": str(GRACE),
+        # The test PostgreSQL is shared (max_connections 100): 2 x 4 per replica is plenty
+        # for the 8 clients of the load, spread over two replicas.
+        "DB_POOL_SIZE": "4",
     }
 
 

@@ -301,7 +301,8 @@ async def test_sigterm_under_steady_write_load_no_call_is_cancelled(
 ) -> None:
     """Clients write in a closed loop until the server tells them UNAVAILABLE (go elsewhere)."""
     user_id = await seed(db)
-    process = ServerProcess({"DATABASE_URL": database_url, "SHUTDOWN_GRACE_SECONDS": "10"}).start()
+    env = {"DATABASE_URL": database_url, "SHUTDOWN_GRACE_SECONDS": "10", "DB_POOL_SIZE": "10"}
+    process = ServerProcess(env).start()
     codes: list[grpc.StatusCode] = []
     stop_at = time.monotonic() + 20
 
