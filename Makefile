@@ -26,7 +26,7 @@ PROTOS := $(wildcard protos/blog/v1/*.proto)
 PROTOC = $(BIN)/python -m grpc_tools.protoc -I protos \
 	--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
 	--python_out=$(1) --mypy_out=$(1) --grpc_python_out=$(1) --mypy_grpc_out=$(1) \
-	--include_source_info --descriptor_set_out=$(1)/blog/v1/descriptors.binpb $(PROTOS)
+	--include_imports --include_source_info --descriptor_set_out=$(1)/blog/v1/descriptors.binpb $(PROTOS)
 
 proto: install
 	rm -rf generated/blog && mkdir -p generated/blog/v1

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 
 import grpc
 from blog.v1 import post_service_pb2_grpc, user_service_pb2_grpc
@@ -63,8 +64,8 @@ class Server:
         )
         tokens = PageTokens(settings.page_token_secret)
         # Outermost first: observe every call, map errors, read its request (in time), admit
-        # it (or refuse the excess), authenticate, admit streams, the session, and innermost
-        # the response's size.
+        # it (or refuse the excess, or refuse it once shutting down), authenticate, admit
+        # streams, the session, and innermost the response's size.
         self.admission = AdmissionInterceptor(settings.max_concurrent_rpcs)
         interceptors: list[aio.ServerInterceptor] = [  # type: ignore[type-arg]
             ObserveInterceptor(metrics_enabled=settings.metrics_port is not None),
@@ -136,10 +137,17 @@ class Server:
         log.info("serving on %s:%d", self.settings.grpc_host, self.port)
 
     async def stop(self) -> None:
-        """Graceful stop: NOT_SERVING, refuse new calls, let in-flight ones finish, then close."""
-        log.info("shutting down (grace %.1fs)", self.settings.shutdown_grace_seconds)
+        """Graceful stop: NOT_SERVING; serve on for the drain; then refuse new calls (admission),
+        let the started ones finish within the grace, and only then stop gRPC and close."""
+        drain, grace = self.settings.shutdown_drain_seconds, self.settings.shutdown_grace_seconds
+        log.info("shutting down (drain %.1fs, grace %.1fs)", drain, grace)
         await self.health.shutdown()
-        await self.grpc.stop(self.settings.shutdown_grace_seconds)
+        await asyncio.sleep(drain)
+        self.admission.close()
+        deadline = time.monotonic() + grace
+        if not await self.admission.settled(grace):
+            log.warning("calls still running after the %.1fs grace are cut off", grace)
+        await self.grpc.stop(max(0.0, deadline - time.monotonic()))
         await self.database.dispose()
         self.passwords.close()
         log.info("stopped")

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         default=10.0, ge=0, le=3600, alias="SHUTDOWN_GRACE_SECONDS"
     )
+    # After SIGTERM the server goes on serving (health already NOT_SERVING) for this long, so
+    # that balancers watching health stop routing to it first: set it above their interval.
+    shutdown_drain_seconds: float = Field(
+        default=0.0, ge=0, le=3600, alias="SHUTDOWN_DRAIN_SECONDS"
+    )
     default_timeout_seconds: float = Field(
         default=30.0, gt=0, le=86400, alias="DEFAULT_TIMEOUT_SECONDS"
     )

@@ -161,3 +161,23 @@ async def test_health_check_reports_serving(server: Server) -> None:
     result = await grpcurl(server, "grpc.health.v1.Health/Check")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"status": "SERVING"}
+
+
+PROTOSET = Path(__file__).resolve().parents[1] / "generated/blog/v1/descriptors.binpb"
+
+
+async def test_protoset_is_self_contained_grpcurl_calls_with_it_and_no_reflection(
+    server: Server,
+) -> None:
+    # Without --include_imports grpcurl refuses the file: no descriptor for timestamp.proto.
+    listed = await grpcurl(server, "list", options=("-protoset", str(PROTOSET)))
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split() == ["blog.v1.PostService", "blog.v1.UserService"]
+    body = {"email": "set@example.com", "username": "protoset", "password": "password123"}
+    created = await grpcurl(
+        server,
+        "blog.v1.UserService/CreateUser",
+        options=("-protoset", str(PROTOSET), "-d", json.dumps(body)),
+    )
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["username"] == "protoset"

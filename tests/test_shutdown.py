@@ -1,6 +1,7 @@
-"""SIGTERM, for real, to `python -m service`: health NOT_SERVING, new calls refused, calls in
-flight (a unary call and a stream, both blocked on a lock the test holds) still finish OK
-within SHUTDOWN_GRACE_SECONDS, then exit 0. A second SIGTERM exits at once.
+"""SIGTERM, for real, to `python -m service`: health NOT_SERVING, new calls served for
+SHUTDOWN_DRAIN_SECONDS and refused UNAVAILABLE after it, calls in flight (a unary call and a
+stream, both blocked on a lock the test holds) still finish OK within SHUTDOWN_GRACE_SECONDS,
+none CANCELLED also under steady load, then exit 0. A second SIGTERM exits at once.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from blog.v1 import post_service_pb2, post_service_pb2_grpc, user_service_pb2, u
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.support import ServerProcess
+from tests.support import ServerProcess, rich_error
 
 GRACE = 5.0
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -192,3 +193,144 @@ async def test_second_sigterm_forces_exit_at_once(
             call.cancel()
     finally:
         process.stop()
+
+
+@asynccontextmanager
+async def author_row_locked(pool: asyncpg.Pool, user_id: int) -> AsyncIterator[None]:
+    """Holds the author's row FOR UPDATE: every CreatePost of that author waits on its FK check."""
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
+        yield
+
+
+def _create(author_id: int, title: str) -> post_service_pb2.CreatePostRequest:
+    return post_service_pb2.CreatePostRequest(author_id=author_id, title=title, content="c")
+
+
+async def _outcome(call: Any) -> grpc.StatusCode:
+    try:
+        await call
+        return grpc.StatusCode.OK
+    except grpc.RpcError as error:
+        code: grpc.StatusCode = error.code()
+        return code
+
+
+async def test_sigterm_with_40_writes_waiting_on_a_row_lock_all_commit_and_answer_ok(
+    database_url: str, db_pool: asyncpg.Pool, db: asyncpg.Connection
+) -> None:
+    user_id = await seed(db)
+    process = ServerProcess({"DATABASE_URL": database_url, "SHUTDOWN_GRACE_SECONDS": "10"}).start()
+    try:
+        async with aio.insecure_channel(process.address) as channel:
+            posts = post_service_pb2_grpc.PostServiceStub(channel)
+            async with author_row_locked(db_pool, user_id):
+                calls = [
+                    asyncio.ensure_future(posts.CreatePost(_create(user_id, f"w{i}"), timeout=20))
+                    for i in range(40)
+                ]
+                await waiting_on_lock(db, 20)  # the pool's 20; the other 20 wait for one
+                await asyncio.sleep(0.5)
+                process.signal(signal.SIGTERM)
+                await asyncio.sleep(0.05)  # shutdown under way while all 40 still wait
+            codes = await asyncio.gather(*(_outcome(c) for c in calls))
+        assert codes == [grpc.StatusCode.OK] * 40
+        committed = await db.fetchval("SELECT count(*) FROM posts WHERE title LIKE 'w%'")
+        assert committed == 40
+        assert await exit_code(process, 10) == 0, process.output()
+    finally:
+        process.stop()
+
+
+async def test_calls_sent_during_the_drain_succeed_and_after_it_new_calls_get_unavailable(
+    database_url: str, db_pool: asyncpg.Pool, db: asyncpg.Connection
+) -> None:
+    user_id = await seed(db)
+    drain = 1.5
+    process = ServerProcess(
+        {
+            "DATABASE_URL": database_url,
+            "SHUTDOWN_DRAIN_SECONDS": str(drain),
+            "SHUTDOWN_GRACE_SECONDS": "10",
+        }
+    ).start()
+    try:
+        async with aio.insecure_channel(process.address) as channel:
+            posts = post_service_pb2_grpc.PostServiceStub(channel)
+            health = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest(service="")
+            async with author_row_locked(db_pool, user_id):
+                # One write that started before the signal and outlasts the drain.
+                held = asyncio.ensure_future(posts.CreatePost(_create(user_id, "held"), timeout=20))
+                await waiting_on_lock(db, 1)
+                signalled = time.monotonic()
+                process.signal(signal.SIGTERM)
+                await asyncio.sleep(0.2)
+                assert (await health.Check(request, timeout=1)).status == NOT_SERVING
+                # During the drain: new calls, on this channel and on a fresh one, are served.
+                got = await posts.GetPost(post_service_pb2.GetPostRequest(id=1), timeout=2)
+                assert got.id == 1
+                async with aio.insecure_channel(process.address) as fresh:
+                    fresh_posts = post_service_pb2_grpc.PostServiceStub(fresh)
+                    got = await fresh_posts.GetPost(
+                        post_service_pb2.GetPostRequest(id=2), timeout=2
+                    )
+                    assert got.id == 2
+                assert time.monotonic() - signalled < drain
+                await asyncio.sleep(drain - (time.monotonic() - signalled) + 0.3)
+                # After the drain: refused by the service, UNAVAILABLE, and it never ran.
+                try:
+                    await posts.CreatePost(_create(user_id, "refused"), timeout=2)
+                    refused: Any = grpc.StatusCode.OK
+                except grpc.RpcError as error:
+                    refused = rich_error(error)
+                assert refused != grpc.StatusCode.OK
+                assert refused.code == grpc.StatusCode.UNAVAILABLE
+                assert refused.reason == "SHUTTING_DOWN"
+                assert not held.done()
+            assert (await asyncio.wait_for(held, 5)).title == "held"
+        titles = await db.fetch("SELECT title FROM posts WHERE title IN ('held', 'refused')")
+        assert [r["title"] for r in titles] == ["held"]
+        assert await exit_code(process, 10) == 0, process.output()
+    finally:
+        process.stop()
+
+
+async def test_sigterm_under_steady_write_load_no_call_is_cancelled(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    """Clients write in a closed loop until the server tells them UNAVAILABLE (go elsewhere)."""
+    user_id = await seed(db)
+    env = {"DATABASE_URL": database_url, "SHUTDOWN_GRACE_SECONDS": "10", "DB_POOL_SIZE": "10"}
+    process = ServerProcess(env).start()
+    codes: list[grpc.StatusCode] = []
+    stop_at = time.monotonic() + 20
+
+    async def writer(posts: post_service_pb2_grpc.PostServiceStub, index: int) -> None:
+        n = 0
+        while time.monotonic() < stop_at:
+            code = await _outcome(posts.CreatePost(_create(user_id, f"l{index}-{n}"), timeout=10))
+            codes.append(code)
+            n += 1
+            if code != grpc.StatusCode.OK:
+                return
+
+    try:
+        async with (
+            aio.insecure_channel(process.address) as one,
+            aio.insecure_channel(process.address) as two,
+        ):
+            stubs = [post_service_pb2_grpc.PostServiceStub(c) for c in (one, two)]
+            writers = [asyncio.ensure_future(writer(stubs[i % 2], i)) for i in range(64)]
+            await asyncio.sleep(1.5)
+            process.signal(signal.SIGTERM)
+            await asyncio.wait_for(asyncio.gather(*writers), 25)
+        assert await exit_code(process, 10) == 0, process.output()
+    finally:
+        process.stop()
+    ok = codes.count(grpc.StatusCode.OK)
+    assert ok > 100, "the load did not run"
+    assert grpc.StatusCode.CANCELLED not in codes, {c.name: codes.count(c) for c in set(codes)}
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
+    # Every OK committed, and no refused call did.
+    assert await db.fetchval("SELECT count(*) FROM posts WHERE title LIKE 'l%'") == ok

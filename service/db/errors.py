@@ -29,8 +29,12 @@ _CONNECTION_ERRORS = (
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.PostgresConnectionError,  # class 08: the connection is gone or refused
-    # What asyncpg raises for a protocol state it did not expect, e.g. a server that shut down
-    # mid-message during a fast restart: the connection cannot be trusted, the call may retry.
+    # asyncpg's own protocol errors: a multi-host URL (target_session_attrs=primary) while no
+    # host is the primary (TargetServerAttributeNotMatched, during a Patroni switchover), and
+    # "cannot switch to state 15; another operation (2) is in progress", a connection that
+    # PostgreSQL terminated (FATAL 57P01 at a switchover) between two statements of a call.
+    # Also a server that shut down mid-message during a fast restart. Each means this
+    # connection cannot be used: unavailable, not a bug (tests/test_patroni.py, test_outage.py).
     asyncpg.exceptions.InternalClientError,
 )
 

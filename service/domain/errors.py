@@ -84,6 +84,12 @@ class DatabaseUnavailable(DomainError):
     reason = "DATABASE_UNAVAILABLE"
 
 
+class ShuttingDown(DomainError):
+    """The server is stopping and refused the call before it started: safe to retry elsewhere."""
+
+    reason = "SHUTTING_DOWN"
+
+
 class DeadlineExceeded(DomainError):
     reason = "DEADLINE_EXCEEDED"
 
