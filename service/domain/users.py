@@ -80,5 +80,7 @@ class Users:
         if found is None or not ok or not found.user.is_active:
             raise Unauthenticated(_BAD_LOGIN, reason="INVALID_CREDENTIALS")
         if self._passwords.needs_rehash(found.hashed_password):
-            await self._users.set_password(found.user.id, await self._passwords.hash(password))
+            # Conditional on the verified hash: a ChangePassword that committed meanwhile wins.
+            upgraded = await self._passwords.hash(password)
+            await self._users.upgrade_hash(found.user.id, found.hashed_password, upgraded)
         return found.user
