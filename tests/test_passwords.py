@@ -157,7 +157,7 @@ async def _login_status(users: UserStub, login: str, password: str) -> grpc.Stat
             user_service_pb2.AuthenticateUserRequest(login=login, password=password)
         )
     except grpc.RpcError as error:
-        return error.code()  # type: ignore[no-any-return]
+        return error.code()
     return grpc.StatusCode.OK
 
 
@@ -187,7 +187,7 @@ async def test_a_login_racing_a_password_change_never_undoes_it(database_url: st
         channel, users = _stub(stronger)
         async with channel:
             for name, user_id in zip(names, ids, strict=True):
-                login, change = await asyncio.gather(
+                login, _ = await asyncio.gather(
                     _login_status(users, name, PASSWORD),
                     users.ChangePassword(
                         user_service_pb2.ChangePasswordRequest(
