@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import sys
 from functools import cached_property
 from pathlib import Path
@@ -9,6 +10,10 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# What MACs page tokens when PAGE_TOKEN_SECRET is unset: public (it is in this file), so anyone can
+# forge tokens for a server that uses it; start-up warns (service.__main__).
+DEV_PAGE_TOKEN_SECRET = "blog-v1-dev-page-token-secret"
 
 
 class Settings(BaseSettings):
@@ -74,7 +79,7 @@ class Settings(BaseSettings):
     # configuration accepts the others' tokens. Set it in production; the default
     # only suits a single deployment that never rotates it.
     page_token_secret: str = Field(
-        default="blog-v1-dev-page-token-secret", min_length=16, alias="PAGE_TOKEN_SECRET"
+        default=DEV_PAGE_TOKEN_SECRET, min_length=16, alias="PAGE_TOKEN_SECRET"
     )
 
     # Argon2id cost (OWASP minimum by default: 19 MiB, 2 passes, 1 lane).
@@ -93,6 +98,16 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql+asyncpg:// URL")
         return value
 
+    @field_validator("auth_tokens")
+    @classmethod
+    def _some_token(cls, value: str) -> str:
+        # Empty is "auth off"; anything else that names no token is a mistake, not "auth off".
+        if value and not value.replace(",", "").strip():
+            raise ValueError(
+                "holds no token (comma-separated bearer tokens, or empty for auth off)"
+            )
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -108,6 +123,11 @@ class Settings(BaseSettings):
     def _readable(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"no such file: {value}")
+        if value is not None:
+            try:
+                value.read_bytes()
+            except OSError as error:
+                raise ValueError(f"cannot read {value}: {error.strerror}") from None
         return value
 
     @model_validator(mode="after")
@@ -116,6 +136,23 @@ class Settings(BaseSettings):
             raise ValueError("TLS_CERT_FILE and TLS_KEY_FILE must be set together")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("TLS_CLIENT_CA_FILE needs TLS_CERT_FILE and TLS_KEY_FILE")
+        if self.tls_cert_file is not None and self.tls_key_file is not None:
+            # Checked here, because gRPC reports an unusable certificate as a port it cannot bind.
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            try:
+                context.load_cert_chain(self.tls_cert_file, self.tls_key_file, password="")
+            except (ssl.SSLError, ValueError):
+                raise ValueError(
+                    f"TLS_CERT_FILE {self.tls_cert_file} and TLS_KEY_FILE {self.tls_key_file}"
+                    " are not a PEM certificate chain and its unencrypted private key"
+                ) from None
+            if self.tls_client_ca_file is not None:
+                try:
+                    context.load_verify_locations(cafile=self.tls_client_ca_file)
+                except ssl.SSLError:
+                    raise ValueError(
+                        f"TLS_CLIENT_CA_FILE {self.tls_client_ca_file} holds no PEM certificate"
+                    ) from None
         return self
 
     @property

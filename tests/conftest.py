@@ -137,7 +137,7 @@ async def empty_tables(request: pytest.FixtureRequest) -> None:
     database_url: str = request.getfixturevalue("database_url")
     connection = await asyncpg.connect(plain(database_url))
     try:
-        await connection.execute("TRUNCATE users, posts RESTART IDENTITY CASCADE")
+        await connection.execute("TRUNCATE users, posts, post_requests RESTART IDENTITY CASCADE")
     finally:
         await connection.close()
 

@@ -60,9 +60,23 @@ def free_port() -> int:
 class ServerProcess:
     """`python -m service` as a child process, as an operator runs it."""
 
-    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        port: int | None = None,
+        *,
+        module: str = "service",
+        cwd: Path = ROOT,
+        unset: tuple[str, ...] = (),
+        own_group: bool = False,
+    ) -> None:
         self.port = port or free_port()
         self.env = {**os.environ, **FAST_ARGON2, "GRPC_PORT": str(self.port), **env}
+        for name in unset:
+            self.env.pop(name, None)
+        self.module = module
+        self.cwd = cwd
+        self.own_group = own_group
         self.process: subprocess.Popen[str] | None = None
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"blog-server-{self.port}.log"
 
@@ -73,12 +87,14 @@ class ServerProcess:
     def start(self, wait_serving: bool = True, timeout: float = 20.0) -> ServerProcess:
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service"],
-            cwd=ROOT,
+            [sys.executable, "-m", self.module],
+            cwd=self.cwd,
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             text=True,
+            # A process group of its own, as a command started from a terminal has (`interrupt`).
+            start_new_session=self.own_group,
         )
         if wait_serving:
             wait_for_health(self.address, health_pb2.HealthCheckResponse.SERVING, timeout, self)
@@ -90,6 +106,11 @@ class ServerProcess:
     def signal(self, signum: int = signal.SIGTERM) -> None:
         assert self.process is not None
         self.process.send_signal(signum)
+
+    def interrupt(self) -> None:
+        """Ctrl-C, as a terminal sends it: SIGINT to the whole process group."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGINT)
 
     def wait(self, timeout: float = 30.0) -> int:
         assert self.process is not None

@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 from service.db import migrate
 from tests.conftest import plain
 
-TABLES = {"users", "posts"}
+TABLES = {"users", "posts", "post_requests"}
 INDEXES = {
     "uq_users_lower_email",
     "uq_users_lower_username",
@@ -22,6 +22,7 @@ INDEXES = {
     "ix_users_username_trgm",
     "ix_posts_title_trgm",
     "ix_posts_author_id_created_at_id",
+    "ix_post_requests_expires_at",
 }
 
 

@@ -13,6 +13,7 @@ Layout of ``data_dir``::
     port               the TCP port, so that a restart reuses it
     .s.PGSQL.<port>    the unix socket, when that path fits in sockaddr_un
     .lock              serialises start/stop between processes sharing data_dir
+    .users             share-locked by every ``shared()`` user while it uses the server
 
 Database creation is left to callers: connect to ``url()`` as the superuser ``postgres``.
 """
@@ -98,14 +99,17 @@ class EmbeddedPostgres:
         pid = self._pid_in_lock_file()
         return pid is not None and _is_postmaster_of(pid, self.pgdata)
 
-    def start(self) -> None:
-        """initdb if needed, then start and wait until it accepts connections; no-op if running."""
+    def start(self) -> bool:
+        """initdb if needed, then start and wait until it accepts connections.
+
+        Returns whether this call started it: False when it was running already (a no-op).
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._fix_ownership()
         with self._lock():
             pid = self._pid_in_lock_file()
             if pid is not None and _is_postmaster_of(pid, self.pgdata):
-                return
+                return False
             if pid is not None:
                 # Left by a crash, with the socket's lock file. PostgreSQL ignores them itself
                 # once their pid is gone, but a killed postmaster lingers as a zombie until init
@@ -125,9 +129,18 @@ class EmbeddedPostgres:
             self._write_config()
             self._port_file.write_text(f"{self._port}\n")
             began = time.monotonic()
-            # -w waits (polling 10 times a second) for postmaster.pid to say "ready".
+            # -w waits (polling 10 times a second) for postmaster.pid to say "ready". In a session
+            # of its own, so that a Ctrl-C meant for our process group (a terminal's `make run`)
+            # does not reach the postmaster (SIGINT is its fast shutdown) under other users.
             done = self._run(
-                "pg_ctl", "start", "-w", "-D", str(self.pgdata), "-l", str(self.log_file)
+                "pg_ctl",
+                "start",
+                "-w",
+                "-D",
+                str(self.pgdata),
+                "-l",
+                str(self.log_file),
+                new_session=True,
             )
             if done.returncode != 0:
                 raise RuntimeError(
@@ -142,6 +155,41 @@ class EmbeddedPostgres:
                 time.monotonic() - began,
                 self.pgdata,
             )
+            return True
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[bool]:
+        """The server, running, for as long as the block lasts, alongside other processes.
+
+        Starts it unless it is running (yields whether this process started it). At the end it
+        is stopped only by the process that started it and only when no other process is inside
+        its own `shared()` block (each holds a shared flock on `.users`, which the kernel drops
+        if the process dies): a server this process did not start is never stopped, and one it
+        did start is left running for whoever still uses it.
+        """
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with (self.data_dir / ".users").open("a") as users:
+            fcntl.flock(users, fcntl.LOCK_SH)
+            started = False
+            try:
+                started = self.start()
+                yield started
+            finally:
+                if not started:
+                    log.info(
+                        "PostgreSQL in %s left running: this process did not start it", self.pgdata
+                    )
+                else:
+                    try:
+                        # Exclusive only if nobody else holds it shared; converting our own
+                        # shared lock keeps a newcomer out until the server is stopped.
+                        fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        log.info(
+                            "PostgreSQL in %s left running: another process uses it", self.pgdata
+                        )
+                    else:
+                        self.stop()
 
     def stop(self, mode: str = "fast") -> None:
         """pg_ctl stop -m mode and wait until it is gone; no-op if not running.
@@ -208,7 +256,9 @@ class EmbeddedPostgres:
         # Empty while a postmaster is still writing it: leave that case to PostgreSQL.
         return int(first_line) if first_line.strip().isdigit() else None
 
-    def _run(self, program: str, *args: str) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, program: str, *args: str, new_session: bool = False
+    ) -> subprocess.CompletedProcess[str]:
         """Run one of the wheel's programs as the server's OS user; never raises on exit status.
 
         Capturing output through pipes is safe even for `pg_ctl start`: with -l the postmaster's
@@ -226,6 +276,7 @@ class EmbeddedPostgres:
             group=None if user is None else user.pw_gid,
             # Drop root's supplementary groups too, not just the uid.
             extra_groups=None if user is None else [],
+            start_new_session=new_session,
         )
 
     @contextlib.contextmanager

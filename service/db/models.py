@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 from sqlalchemy import (
@@ -12,12 +13,15 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
+    Uuid,
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Deterministic constraint names, so migrations can refer to them.
@@ -104,3 +108,23 @@ class Post(Base):
             postgresql_ops={"title": "gin_trgm_ops"},
         ),
     )
+
+
+class PostRequest(Base):
+    """A CreatePost / BatchCreatePosts request_id (AIP-155) and what its first call created.
+
+    Not a foreign key to posts: a post deleted since is reported as such to a retry. Rows are
+    deleted a few at a time, once expired, by the statement that remembers a new request.
+    """
+
+    __tablename__ = "post_requests"
+
+    request_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    # SHA-256 of what the request asked for, so a reuse for a different request is told apart.
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary)
+    # The created posts in request order; NULL only inside the transaction that creates them.
+    post_ids: Mapped[list[int] | None] = mapped_column(ARRAY(BigInteger))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_post_requests_expires_at", expires_at),)

@@ -46,6 +46,14 @@ class NewPost:
 
 
 @dataclass(frozen=True, slots=True)
+class RememberedRequest:
+    """A request_id seen before: what its request was (a fingerprint) and the posts it created."""
+
+    fingerprint: bytes
+    post_ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
 class UserWithPosts:
     user: UserRecord
     posts: list[PostRecord]

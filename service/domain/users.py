@@ -81,13 +81,14 @@ class Users:
             found = await self._users.credentials(login)
             # The hash takes tens of milliseconds in a small thread pool: hold no connection
             # (and no transaction) while waiting for it. Nothing needs one: a rehash below is
-            # a write of its own.
+            # a write of its own, conditional on the hash it replaces.
             await release_connection()
             # Unknown logins are verified against a dummy hash: every failure costs the same.
             ok = await self._passwords.verify(found.hashed_password if found else None, password)
             if found is None or not ok or not found.user.is_active:
                 raise Unauthenticated(_BAD_LOGIN, reason="INVALID_CREDENTIALS")
             if self._passwords.needs_rehash(found.hashed_password):
-                rehashed = await self._passwords.hash(password)
-                await self._users.set_password(found.user.id, rehashed)
+                # Conditional on the verified hash: a ChangePassword that committed meanwhile wins.
+                upgraded = await self._passwords.hash(password)
+                await self._users.upgrade_hash(found.user.id, found.hashed_password, upgraded)
         return found.user

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Self
 
 from service.domain.errors import FieldViolation, InvalidArgument
@@ -12,6 +13,9 @@ _EMAIL = re.compile(
     r"^[^@\s]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
 )
 _USERNAME = re.compile(r"^[A-Za-z0-9_.-]{3,100}$")
+_UUID = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
+)
 
 EMAIL_MAX = 255
 PASSWORD_MIN, PASSWORD_MAX = 8, 1024
@@ -119,6 +123,16 @@ def token(v: Violations, field: str, value: str) -> None:
     """An etag or a page token: opaque, but never holding a control character. Whether it is
     one this service issued is for the use case to say."""
     _no_control(v, field, value)
+
+
+def request_id(v: Violations, field: str, value: str) -> uuid.UUID | None:
+    """An AIP-155 request id: empty (None) or a UUID in its 8-4-4-4-12 form, any case."""
+    if not value:
+        return None
+    if not _UUID.match(value):
+        v.add(field, "must be a UUID such as 0b6f9c3e-8a1d-4c2b-9f4e-5d7a1b2c3d4e, or empty")
+        return None
+    return uuid.UUID(value)
 
 
 def resource_id(v: Violations, field: str, value: int) -> None:

@@ -111,6 +111,9 @@ _CREATE_MANY = Query(
     .order_by(_CREATED.c.id)  # identities were handed out in request order
 )
 _BY_ID = Query(_with_author().where(Post.id == bindparam("row_id")))
+_BY_IDS = Query(
+    _with_author().where(Post.id == func.any(bindparam("row_ids", type_=ARRAY(BigInteger))))
+)
 _BY_AUTHOR = Query(
     select(*POST_COLUMNS)
     .where(Post.author_id == bindparam("author_id"))
@@ -196,6 +199,11 @@ class PostRepository(BaseRepository):
     async def get(self, post_id: int) -> PostRecord | None:
         row = await self._one(_BY_ID, row_id=post_id)
         return None if row is None else post_from_row(row)
+
+    async def by_ids(self, post_ids: Sequence[int]) -> dict[int, PostRecord]:
+        """The posts of `post_ids` that exist, by id, in one query."""
+        rows = await self._all(_BY_IDS, row_ids=list(post_ids))
+        return {post.id: post for post in map(post_from_row, rows)}
 
     async def list_newest_first(
         self,

@@ -50,6 +50,13 @@ _SET_PASSWORD = Query(
     .values(hashed_password=bindparam("new_hashed_password"))
     .returning(User.id)
 )
+# A login's rehash: written only over the hash it verified, so a password changed meanwhile
+# stays changed (under READ COMMITTED the WHERE is re-checked against the committed row).
+_UPGRADE_HASH = Query(
+    update(User)
+    .where(User.id == bindparam("row_id"), User.hashed_password == bindparam("old_hashed_password"))
+    .values(hashed_password=bindparam("new_hashed_password"))
+)
 _DELETE = Query(delete(User).where(User.id == bindparam("row_id")).returning(User.id))
 _CREDENTIALS = Query(
     select(*USER_COLUMNS, User.hashed_password)
@@ -156,6 +163,15 @@ class UserRepository(BaseRepository):
     async def set_password(self, user_id: int, hashed_password: str) -> bool:
         row = await self._one(_SET_PASSWORD, row_id=user_id, new_hashed_password=hashed_password)
         return row is not None
+
+    async def upgrade_hash(self, user_id: int, old_hash: str, new_hash: str) -> None:
+        """Replaces `old_hash` by `new_hash`; does nothing if the stored hash is no longer `old_hash`."""
+        await self._all(
+            _UPGRADE_HASH,
+            row_id=user_id,
+            old_hashed_password=old_hash,
+            new_hashed_password=new_hash,
+        )
 
     async def delete(self, user_id: int) -> bool:
         """Deletes the user; their posts go with them (ON DELETE CASCADE)."""

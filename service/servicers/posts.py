@@ -36,7 +36,8 @@ class PostServicer(post_service_pb2_grpc.PostServiceServicer):
     ) -> resources_pb2.Post:
         with check.Violations() as v:
             post = _new_post(v, "", request)
-        return post_message(await self._posts.create(post))
+            request_id = check.request_id(v, "request_id", request.request_id)
+        return post_message(await self._posts.create(post, request_id))
 
     async def GetPost(
         self, request: post_service_pb2.GetPostRequest, context: Context
@@ -101,7 +102,14 @@ class PostServicer(post_service_pb2_grpc.PostServiceServicer):
             # Items of an oversized batch are not worth checking one by one.
             items = request.requests if count <= check.BATCH_MAX else []
             posts = [_new_post(v, f"requests[{i}].", r) for i, r in enumerate(items)]
-        created = await self._posts.create_many(posts)
+            for i, item in enumerate(items):
+                v.check(
+                    not item.request_id,
+                    f"requests[{i}].request_id",
+                    "must be empty: the batch's own request_id covers all of its posts",
+                )
+            request_id = check.request_id(v, "request_id", request.request_id)
+        created = await self._posts.create_many(posts, request_id)
         # A response over the client's limit (a request just under it answers with more: ids,
         # etags, authors) is refused before COMMIT (interceptors.responses).
         return post_service_pb2.BatchCreatePostsResponse(posts=[post_message(p) for p in created])

@@ -27,7 +27,7 @@ from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62log/v1/post_service.proto\x12\x07\x62log.v1\x1a\x17\x62log/v1/resources.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\"Y\n\x11\x43reatePostRequest\x12\x11\n\tauthor_id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x11\n\tpublished\x18\x04 \x01(\x08\"\x1c\n\x0eGetPostRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"\x94\x01\n\x10ListPostsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x16\n\tauthor_id\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x16\n\tpublished\x18\x04 \x01(\x08H\x01\x88\x01\x01\x12\r\n\x05query\x18\x05 \x01(\tB\x0c\n\n_author_idB\x0c\n\n_published\"J\n\x11ListPostsResponse\x12\x1c\n\x05posts\x18\x01 \x03(\x0b\x32\r.blog.v1.Post\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"a\n\x11UpdatePostRequest\x12\x1b\n\x04post\x18\x01 \x01(\x0b\x32\r.blog.v1.Post\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x1f\n\x11\x44\x65letePostRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"G\n\x17\x42\x61tchCreatePostsRequest\x12,\n\x08requests\x18\x01 \x03(\x0b\x32\x1a.blog.v1.CreatePostRequest\"8\n\x18\x42\x61tchCreatePostsResponse\x12\x1c\n\x05posts\x18\x01 \x03(\x0b\x32\r.blog.v1.Post\"`\n\x12StreamPostsRequest\x12\x16\n\tauthor_id\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x16\n\tpublished\x18\x02 \x01(\x08H\x01\x88\x01\x01\x42\x0c\n\n_author_idB\x0c\n\n_published2\xdd\x03\n\x0bPostService\x12\x37\n\nCreatePost\x12\x1a.blog.v1.CreatePostRequest\x1a\r.blog.v1.Post\x12\x36\n\x07GetPost\x12\x17.blog.v1.GetPostRequest\x1a\r.blog.v1.Post\"\x03\x90\x02\x01\x12G\n\tListPosts\x12\x19.blog.v1.ListPostsRequest\x1a\x1a.blog.v1.ListPostsResponse\"\x03\x90\x02\x01\x12\x37\n\nUpdatePost\x12\x1a.blog.v1.UpdatePostRequest\x1a\r.blog.v1.Post\x12@\n\nDeletePost\x12\x1a.blog.v1.DeletePostRequest\x1a\x16.google.protobuf.Empty\x12W\n\x10\x42\x61tchCreatePosts\x12 .blog.v1.BatchCreatePostsRequest\x1a!.blog.v1.BatchCreatePostsResponse\x12@\n\x0bStreamPosts\x12\x1b.blog.v1.StreamPostsRequest\x1a\r.blog.v1.Post\"\x03\x90\x02\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62log/v1/post_service.proto\x12\x07\x62log.v1\x1a\x17\x62log/v1/resources.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\"m\n\x11\x43reatePostRequest\x12\x11\n\tauthor_id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12\x11\n\tpublished\x18\x04 \x01(\x08\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\x1c\n\x0eGetPostRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"\x94\x01\n\x10ListPostsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x16\n\tauthor_id\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x16\n\tpublished\x18\x04 \x01(\x08H\x01\x88\x01\x01\x12\r\n\x05query\x18\x05 \x01(\tB\x0c\n\n_author_idB\x0c\n\n_published\"J\n\x11ListPostsResponse\x12\x1c\n\x05posts\x18\x01 \x03(\x0b\x32\r.blog.v1.Post\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"a\n\x11UpdatePostRequest\x12\x1b\n\x04post\x18\x01 \x01(\x0b\x32\r.blog.v1.Post\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x1f\n\x11\x44\x65letePostRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"[\n\x17\x42\x61tchCreatePostsRequest\x12,\n\x08requests\x18\x01 \x03(\x0b\x32\x1a.blog.v1.CreatePostRequest\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"8\n\x18\x42\x61tchCreatePostsResponse\x12\x1c\n\x05posts\x18\x01 \x03(\x0b\x32\r.blog.v1.Post\"`\n\x12StreamPostsRequest\x12\x16\n\tauthor_id\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x16\n\tpublished\x18\x02 \x01(\x08H\x01\x88\x01\x01\x42\x0c\n\n_author_idB\x0c\n\n_published2\xdd\x03\n\x0bPostService\x12\x37\n\nCreatePost\x12\x1a.blog.v1.CreatePostRequest\x1a\r.blog.v1.Post\x12\x36\n\x07GetPost\x12\x17.blog.v1.GetPostRequest\x1a\r.blog.v1.Post\"\x03\x90\x02\x01\x12G\n\tListPosts\x12\x19.blog.v1.ListPostsRequest\x1a\x1a.blog.v1.ListPostsResponse\"\x03\x90\x02\x01\x12\x37\n\nUpdatePost\x12\x1a.blog.v1.UpdatePostRequest\x1a\r.blog.v1.Post\x12@\n\nDeletePost\x12\x1a.blog.v1.DeletePostRequest\x1a\x16.google.protobuf.Empty\x12W\n\x10\x42\x61tchCreatePosts\x12 .blog.v1.BatchCreatePostsRequest\x1a!.blog.v1.BatchCreatePostsResponse\x12@\n\x0bStreamPosts\x12\x1b.blog.v1.StreamPostsRequest\x1a\r.blog.v1.Post\"\x03\x90\x02\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,23 +41,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POSTSERVICE'].methods_by_name['StreamPosts']._loaded_options = None
   _globals['_POSTSERVICE'].methods_by_name['StreamPosts']._serialized_options = b'\220\002\001'
   _globals['_CREATEPOSTREQUEST']._serialized_start=127
-  _globals['_CREATEPOSTREQUEST']._serialized_end=216
-  _globals['_GETPOSTREQUEST']._serialized_start=218
-  _globals['_GETPOSTREQUEST']._serialized_end=246
-  _globals['_LISTPOSTSREQUEST']._serialized_start=249
-  _globals['_LISTPOSTSREQUEST']._serialized_end=397
-  _globals['_LISTPOSTSRESPONSE']._serialized_start=399
-  _globals['_LISTPOSTSRESPONSE']._serialized_end=473
-  _globals['_UPDATEPOSTREQUEST']._serialized_start=475
-  _globals['_UPDATEPOSTREQUEST']._serialized_end=572
-  _globals['_DELETEPOSTREQUEST']._serialized_start=574
-  _globals['_DELETEPOSTREQUEST']._serialized_end=605
-  _globals['_BATCHCREATEPOSTSREQUEST']._serialized_start=607
-  _globals['_BATCHCREATEPOSTSREQUEST']._serialized_end=678
-  _globals['_BATCHCREATEPOSTSRESPONSE']._serialized_start=680
-  _globals['_BATCHCREATEPOSTSRESPONSE']._serialized_end=736
-  _globals['_STREAMPOSTSREQUEST']._serialized_start=738
-  _globals['_STREAMPOSTSREQUEST']._serialized_end=834
-  _globals['_POSTSERVICE']._serialized_start=837
-  _globals['_POSTSERVICE']._serialized_end=1314
+  _globals['_CREATEPOSTREQUEST']._serialized_end=236
+  _globals['_GETPOSTREQUEST']._serialized_start=238
+  _globals['_GETPOSTREQUEST']._serialized_end=266
+  _globals['_LISTPOSTSREQUEST']._serialized_start=269
+  _globals['_LISTPOSTSREQUEST']._serialized_end=417
+  _globals['_LISTPOSTSRESPONSE']._serialized_start=419
+  _globals['_LISTPOSTSRESPONSE']._serialized_end=493
+  _globals['_UPDATEPOSTREQUEST']._serialized_start=495
+  _globals['_UPDATEPOSTREQUEST']._serialized_end=592
+  _globals['_DELETEPOSTREQUEST']._serialized_start=594
+  _globals['_DELETEPOSTREQUEST']._serialized_end=625
+  _globals['_BATCHCREATEPOSTSREQUEST']._serialized_start=627
+  _globals['_BATCHCREATEPOSTSREQUEST']._serialized_end=718
+  _globals['_BATCHCREATEPOSTSRESPONSE']._serialized_start=720
+  _globals['_BATCHCREATEPOSTSRESPONSE']._serialized_end=776
+  _globals['_STREAMPOSTSREQUEST']._serialized_start=778
+  _globals['_STREAMPOSTSREQUEST']._serialized_end=874
+  _globals['_POSTSERVICE']._serialized_start=877
+  _globals['_POSTSERVICE']._serialized_end=1354
 # @@protoc_insertion_point(module_scope)

@@ -28,6 +28,7 @@ class CreatePostRequest(_message.Message):
     TITLE_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
     PUBLISHED_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     author_id: _builtins.int
     """Id of an existing user."""
     title: _builtins.str
@@ -36,6 +37,16 @@ class CreatePostRequest(_message.Message):
     """1..100,000 characters."""
     published: _builtins.bool
     """Whether the post is published."""
+    request_id: _builtins.str
+    """Optional (AIP-155): a UUID (8-4-4-4-12 hex digits) the client generates
+    once per post it means to create and sends again on every retry of that
+    call. For at least 24 hours a retry with the same request_id creates
+    nothing and returns the post the first call created (NOT_FOUND,
+    POST_NOT_FOUND, if it was deleted since); the same request_id with a
+    different request is ALREADY_EXISTS (REQUEST_ID_REUSED). Anything but a
+    UUID is INVALID_ARGUMENT. Empty: every call creates a post. Inside a
+    BatchCreatePostsRequest it must be empty (the batch has its own).
+    """
     def __init__(
         self,
         *,
@@ -43,10 +54,11 @@ class CreatePostRequest(_message.Message):
         title: _builtins.str = ...,
         content: _builtins.str = ...,
         published: _builtins.bool = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["author_id", b"author_id", "content", b"content", "published", b"published", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["author_id", b"author_id", "content", b"content", "published", b"published", "request_id", b"request_id", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -202,6 +214,11 @@ class BatchCreatePostsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUESTS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Optional (AIP-155): as CreatePostRequest.request_id, for the whole batch:
+    a retry returns the posts the first call created, in request order.
+    """
     @_builtins.property
     def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreatePostRequest]:
         """1..1000 posts to create."""
@@ -210,10 +227,11 @@ class BatchCreatePostsRequest(_message.Message):
         self,
         *,
         requests: _abc.Iterable[Global___CreatePostRequest] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "requests", b"requests"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

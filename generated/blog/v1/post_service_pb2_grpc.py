@@ -86,6 +86,8 @@ class PostServiceServicer:
 
     def CreatePost(self, request, context):
         """Creates a post. NOT_FOUND (USER_NOT_FOUND) if the author does not exist.
+        With a request_id, a retry returns the post the first call created
+        (see CreatePostRequest.request_id): safe to retry after any error.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -123,7 +125,8 @@ class PostServiceServicer:
 
     def BatchCreatePosts(self, request, context):
         """Creates 1..1000 posts in one transaction: all or nothing. Posts are
-        returned in request order.
+        returned in request order. With a request_id, retries are safe as for
+        CreatePost.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

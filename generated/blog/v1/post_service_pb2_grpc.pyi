@@ -40,7 +40,10 @@ class PostServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> PostServiceAsyncStub: ...
     CreatePost: _grpc.UnaryUnaryMultiCallable[_post_service_pb2.CreatePostRequest, _resources_pb2.Post]
-    """Creates a post. NOT_FOUND (USER_NOT_FOUND) if the author does not exist."""
+    """Creates a post. NOT_FOUND (USER_NOT_FOUND) if the author does not exist.
+    With a request_id, a retry returns the post the first call created
+    (see CreatePostRequest.request_id): safe to retry after any error.
+    """
     GetPost: _grpc.UnaryUnaryMultiCallable[_post_service_pb2.GetPostRequest, _resources_pb2.Post]
     """Returns one post with its author. NOT_FOUND (POST_NOT_FOUND) if absent."""
     ListPosts: _grpc.UnaryUnaryMultiCallable[_post_service_pb2.ListPostsRequest, _post_service_pb2.ListPostsResponse]
@@ -55,7 +58,8 @@ class PostServiceStub:
     """Deletes a post."""
     BatchCreatePosts: _grpc.UnaryUnaryMultiCallable[_post_service_pb2.BatchCreatePostsRequest, _post_service_pb2.BatchCreatePostsResponse]
     """Creates 1..1000 posts in one transaction: all or nothing. Posts are
-    returned in request order.
+    returned in request order. With a request_id, retries are safe as for
+    CreatePost.
     """
     StreamPosts: _grpc.UnaryStreamMultiCallable[_post_service_pb2.StreamPostsRequest, _resources_pb2.Post]
     """Streams every matching post, oldest first, from a server-side cursor."""
@@ -70,7 +74,10 @@ class PostServiceAsyncStub(PostServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreatePost: _aio.UnaryUnaryMultiCallable[_post_service_pb2.CreatePostRequest, _resources_pb2.Post]  # type: ignore[assignment]
-    """Creates a post. NOT_FOUND (USER_NOT_FOUND) if the author does not exist."""
+    """Creates a post. NOT_FOUND (USER_NOT_FOUND) if the author does not exist.
+    With a request_id, a retry returns the post the first call created
+    (see CreatePostRequest.request_id): safe to retry after any error.
+    """
     GetPost: _aio.UnaryUnaryMultiCallable[_post_service_pb2.GetPostRequest, _resources_pb2.Post]  # type: ignore[assignment]
     """Returns one post with its author. NOT_FOUND (POST_NOT_FOUND) if absent."""
     ListPosts: _aio.UnaryUnaryMultiCallable[_post_service_pb2.ListPostsRequest, _post_service_pb2.ListPostsResponse]  # type: ignore[assignment]
@@ -85,7 +92,8 @@ class PostServiceAsyncStub(PostServiceStub):
     """Deletes a post."""
     BatchCreatePosts: _aio.UnaryUnaryMultiCallable[_post_service_pb2.BatchCreatePostsRequest, _post_service_pb2.BatchCreatePostsResponse]  # type: ignore[assignment]
     """Creates 1..1000 posts in one transaction: all or nothing. Posts are
-    returned in request order.
+    returned in request order. With a request_id, retries are safe as for
+    CreatePost.
     """
     StreamPosts: _aio.UnaryStreamMultiCallable[_post_service_pb2.StreamPostsRequest, _resources_pb2.Post]  # type: ignore[assignment]
     """Streams every matching post, oldest first, from a server-side cursor."""
@@ -103,7 +111,10 @@ class PostServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _post_service_pb2.CreatePostRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.Post, _abc.Awaitable[_resources_pb2.Post]]:
-        """Creates a post. NOT_FOUND (USER_NOT_FOUND) if the author does not exist."""
+        """Creates a post. NOT_FOUND (USER_NOT_FOUND) if the author does not exist.
+        With a request_id, a retry returns the post the first call created
+        (see CreatePostRequest.request_id): safe to retry after any error.
+        """
 
     @_abc_1.abstractmethod
     def GetPost(
@@ -148,7 +159,8 @@ class PostServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_post_service_pb2.BatchCreatePostsResponse, _abc.Awaitable[_post_service_pb2.BatchCreatePostsResponse]]:
         """Creates 1..1000 posts in one transaction: all or nothing. Posts are
-        returned in request order.
+        returned in request order. With a request_id, retries are safe as for
+        CreatePost.
         """
 
     @_abc_1.abstractmethod
