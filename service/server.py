@@ -12,7 +12,7 @@ from blog.v1 import post_service_pb2_grpc, user_service_pb2_grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2_grpc
 
-from service import metrics, reflection
+from service import metrics, reflection, tracing
 from service.api import SERVICES
 from service.db.engine import Database, create_database
 from service.domain.paging import PageTokens
@@ -24,6 +24,7 @@ from service.interceptors.auth import AuthInterceptor
 from service.interceptors.errors import ErrorInterceptor
 from service.interceptors.observe import ObserveInterceptor
 from service.interceptors.session import SessionInterceptor
+from service.interceptors.trace import TraceInterceptor
 from service.servicers.posts import PostServicer
 from service.servicers.users import UserServicer
 from service.settings import Settings
@@ -47,7 +48,9 @@ class Server:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.database: Database = create_database(settings)
+        self.tracing = tracing.configure(settings)
+        tracer = None if self.tracing is None else self.tracing.tracer
+        self.database: Database = create_database(settings, tracer)
         self.passwords = Passwords(
             memory_kib=settings.argon2_memory_kib,
             time_cost=settings.argon2_time_cost,
@@ -55,11 +58,14 @@ class Server:
             threads=settings.password_hash_threads,
         )
         tokens = PageTokens(settings.page_token_secret)
-        # Outermost first: observe every call, map errors, authenticate, then the session.
+        # Outermost first: observe every call, map errors, authenticate, then the session;
+        # with tracing on, the call's span opens before all of them and closes after.
         interceptors: list[aio.ServerInterceptor] = [  # type: ignore[type-arg]
             ObserveInterceptor(metrics_enabled=settings.metrics_port is not None),
             ErrorInterceptor(),
         ]
+        if tracer is not None:
+            interceptors.insert(0, TraceInterceptor(tracer))
         if settings.tokens:
             interceptors.append(AuthInterceptor(settings.tokens))
         interceptors.append(SessionInterceptor(self.database, settings.default_timeout_seconds))
@@ -105,6 +111,8 @@ class Server:
         await self.grpc.stop(self.settings.shutdown_grace_seconds)
         await self.database.dispose()
         self.passwords.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)
         log.info("stopped")
 
 

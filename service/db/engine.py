@@ -13,10 +13,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.trace import Tracer
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from service.db.session import BEGIN_READ_ONLY, BEGIN_WRITE, CallSession
+from service.db.spans import StatementSpans
 from service.settings import Settings
 
 sql_log = logging.getLogger("service.sql")
@@ -29,11 +31,13 @@ class Database:
     writer: AsyncEngine
     reader: AsyncEngine
     read_begin: str | None  # how a read call's transaction begins; None: it has none
+    write_spans: StatementSpans | None = None  # None: tracing is off
+    read_spans: StatementSpans | None = None
 
     def session(self, *, read_only: bool) -> CallSession:
         if read_only:
-            return CallSession(self.reader.sync_engine.pool, self.read_begin)
-        return CallSession(self.writer.sync_engine.pool, BEGIN_WRITE)
+            return CallSession(self.reader.sync_engine.pool, self.read_begin, self.read_spans)
+        return CallSession(self.writer.sync_engine.pool, BEGIN_WRITE, self.write_spans)
 
     @property
     def engines(self) -> tuple[AsyncEngine, ...]:
@@ -45,7 +49,7 @@ class Database:
             session = self.session(read_only=read_only)
             answered = False
             try:
-                await (await session.connection()).fetchval("SELECT 1")
+                await session.fetch("SELECT 1")
                 await session.commit()
                 answered = True
             finally:
@@ -100,7 +104,8 @@ def _engine(settings: Settings, url: str, *, read_only: bool) -> AsyncEngine:
     return engine
 
 
-def create_database(settings: Settings) -> Database:
+def create_database(settings: Settings, tracer: Tracer | None = None) -> Database:
+    """The engines; with a `tracer`, the statements of traced calls get spans."""
     writer = _engine(settings, settings.database_url, read_only=False)
     reader = _engine(
         settings, settings.database_replica_url or settings.database_url, read_only=True
@@ -111,4 +116,6 @@ def create_database(settings: Settings) -> Database:
         writer=writer,
         reader=reader,
         read_begin=BEGIN_READ_ONLY if settings.db_pgbouncer else None,
+        write_spans=None if tracer is None else StatementSpans(tracer, writer.url),
+        read_spans=None if tracer is None else StatementSpans(tracer, reader.url),
     )
