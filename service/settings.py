@@ -96,6 +96,11 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql+asyncpg:// URL")
         return value
 
+    @field_validator("otel_exporter_otlp_endpoint", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:

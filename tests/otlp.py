@@ -114,7 +114,7 @@ class OtlpServer:
     def __init__(self) -> None:
         self.receiver = Receiver()
         self._grpc = grpc.server(futures.ThreadPoolExecutor(4))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self.receiver, self._grpc)
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self.receiver, self._grpc)  # type: ignore[no-untyped-call]
         port = self._grpc.add_insecure_port("127.0.0.1:0")
         self.endpoint = f"http://127.0.0.1:{port}"
         receiver = self.receiver

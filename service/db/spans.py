@@ -9,6 +9,7 @@ rows it yields without leaking it into the code that reads them.
 
 from __future__ import annotations
 
+import re
 from contextlib import AbstractContextManager, nullcontext
 from types import TracebackType
 from typing import Any
@@ -18,6 +19,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from sqlalchemy.engine import URL
 
 _NOTHING: AbstractContextManager[Any] = nullcontext()
+_WRITE = re.compile(r"\b(INSERT|UPDATE|DELETE)\b", re.IGNORECASE)
 
 
 class _StatementSpan:
@@ -44,11 +46,12 @@ class _StatementSpan:
 
 def _operation(sql: str) -> str:
     """The statement's first keyword; for `WITH ... INSERT` the write it does."""
-    words = sql.upper().split()
+    words = sql.upper().split(None, 1)
     if not words:
         return "SQL"
     if words[0] == "WITH":
-        return next((w for w in words if w in ("INSERT", "UPDATE", "DELETE")), "SELECT")
+        write = _WRITE.search(sql)
+        return write.group(1).upper() if write else "SELECT"
     return words[0]
 
 
