@@ -49,12 +49,20 @@ def _attributes(pairs: Any) -> dict[str, Any]:
 
 
 class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self) -> None:
+    def __init__(self, *, keep: bool = True) -> None:
         self.spans: list[Span] = []
         self.requests = 0
+        self.received = 0  # spans, kept or not
+        self._keep = keep  # False: only count them (the benchmark's receiver)
         self._changed = threading.Condition()
 
     def take(self, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
+        if not self._keep:
+            count = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+            with self._changed:
+                self.requests += 1
+                self.received += count
+            return
         arrived = []
         for resource_spans in request.resource_spans:
             resource = _attributes(resource_spans.resource.attributes)
@@ -78,6 +86,7 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
                     )
         with self._changed:
             self.requests += 1
+            self.received += len(arrived)
             self.spans.extend(arrived)
             self._changed.notify_all()
 
@@ -111,8 +120,8 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
 class OtlpServer:
     """The receiver on a real port: `endpoint` for OTLP/gRPC, `http_endpoint` for HTTP."""
 
-    def __init__(self) -> None:
-        self.receiver = Receiver()
+    def __init__(self, *, keep: bool = True) -> None:
+        self.receiver = Receiver(keep=keep)
         self._grpc = grpc.server(futures.ThreadPoolExecutor(4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self.receiver, self._grpc)  # type: ignore[no-untyped-call]
         port = self._grpc.add_insecure_port("127.0.0.1:0")
