@@ -24,24 +24,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractContextManager, nullcontext, suppress
+from contextlib import AbstractContextManager, suppress
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.util import greenlet_spawn
 
+from service.db.spans import NOTHING, StatementSpans
+
 if TYPE_CHECKING:
     import asyncpg
     from sqlalchemy.pool import Pool, PoolProxiedConnection
-
-    from service.db.spans import StatementSpans
 
 BEGIN_WRITE = "BEGIN ISOLATION LEVEL READ COMMITTED"
 BEGIN_READ_ONLY = "BEGIN READ ONLY"
 BEGIN_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
 
 _current: ContextVar[CallSession] = ContextVar("blog_db_session")
-_UNTRACED: AbstractContextManager[Any] = nullcontext()
 
 
 class CallSession:
@@ -58,7 +57,7 @@ class CallSession:
         self.in_transaction = False
 
     def _statement(self, sql: str) -> AbstractContextManager[Any]:
-        return _UNTRACED if self._spans is None else self._spans(sql)
+        return NOTHING if self._spans is None else self._spans(sql)
 
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[asyncpg.Record]:
         """The rows of one statement, run on the call's connection."""
