@@ -225,13 +225,12 @@ def test_an_unsampled_caller_exports_nothing_and_a_malformed_traceparent_starts_
     otlp.receiver.of_trace(later, 4)  # exported after the first two calls ended
 
     assert not [s for s in otlp.receiver.spans if s.trace_id == unsampled]
-    line = call_line(traced, rid)
-    (span,) = otlp.receiver.of_trace(line["trace_id"], 2)[:1]
-    started = [s for s in otlp.receiver.of_trace(line["trace_id"], 2) if s.kind == SERVER]
-    assert [s.parent_span_id for s in started] == [""]  # a root: a trace of its own
-    assert started[0].attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
-    assert started[0].span_id == line["span_id"]
-    assert span.trace_id not in bad
+    line = call_line(traced, rid)  # the call's log line tells its trace
+    spans = otlp.receiver.of_trace(line["trace_id"], 2)  # the call and its statement
+    (started,) = [s for s in spans if s.kind == SERVER]
+    assert started.parent_span_id == "" and started.trace_id not in bad  # a trace of its own
+    assert started.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+    assert started.span_id == line["span_id"]
 
 
 async def test_span_status_is_the_code_the_client_received(
