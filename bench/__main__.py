@@ -7,12 +7,19 @@ with its ratio to bare, writes ghz JSON to bench/results/<timestamp>/, and ends 
 and the issue's targets as MET / MISSED.
 
     python -m bench [--quick] [--target 127.0.0.1:50051 --metrics-url URL --pid PID]
-                    [--only GetUser,ListPosts] [--generator auto|h2load|python]
+                    [--only GetUser,ListPosts] [--generator auto|h2load|python] [--otlp]
+
+Tracing on: `--otlp` starts an OTLP/gRPC receiver (tests/otlp.py, counting spans only) and points
+the service's OTEL_EXPORTER_OTLP_ENDPOINT at it; the sampler is whatever OTEL_TRACES_SAMPLER and
+OTEL_TRACES_SAMPLER_ARG say in the environment, e.g.
+    OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.01 \
+        make bench BENCH_ARGS="--only =GetUser --otlp"
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -21,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench import h2load, procstat, report, runner, scenarios, targets
 from bench.model import LoadResult, Workload
@@ -29,6 +37,9 @@ from bench.runner import Target
 from bench.scenarios import Scenario
 from bench.servers import ROOT
 from bench.session import Log, Session
+
+if TYPE_CHECKING:
+    from tests.otlp import Receiver
 
 WORKERS_SCENARIO = "GetUser GRPC_WORKERS=2"
 CLIENTS_SCENARIO = "GetUser (Python client)"
@@ -56,7 +67,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="3 s runs, 100k-row stream: a smoke run")
     p.add_argument("--generator", choices=["auto", "h2load", "python"], default="auto")
     p.add_argument("--bare-loop", choices=["auto", "uvloop", "asyncio"], default="auto")
-    p.add_argument("--only", help="comma-separated scenario names (case-insensitive prefixes)")
+    p.add_argument(
+        "--only",
+        help="comma-separated scenario names (case-insensitive prefixes; =Name: that one only)",
+    )
+    p.add_argument("--otlp", action="store_true", help="trace, exporting to a receiver of ours")
     p.add_argument("--no-seed", action="store_true", help="with --target: do not seed")
     p.add_argument("--service-module", default="service", help="python -m <this> is the service")
     args = p.parse_args(argv)
@@ -66,7 +81,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _wanted(name: str, only: str | None) -> bool:
-    return not only or any(name.lower().startswith(o.strip().lower()) for o in only.split(","))
+    if not only:
+        return True
+    for wanted in (o.strip().lower() for o in only.split(",")):
+        exact = wanted.startswith("=")
+        if name.lower() == wanted[1:] if exact else name.lower().startswith(wanted):
+            return True
+    return False
 
 
 def _measure(target: Target, sc: Scenario, generator: str, workdir: Path) -> LoadResult:
@@ -141,10 +162,15 @@ def main(argv: list[str] | None = None) -> None:
     session = Session(
         out, log, args.target, args.metrics_url, args.pid, not args.no_seed, args.service_module
     )
-    try:
-        _main(session, args, log)
-    finally:
-        session.close()
+    with contextlib.ExitStack() as stack:
+        if args.otlp:
+            receiver = _otlp_receiver(stack, log)
+        try:
+            _main(session, args, log)
+        finally:
+            session.close()
+        if args.otlp:
+            log(f"OTLP receiver: {receiver.received} spans in {receiver.requests} exports")
     log(f"results: {out.relative_to(ROOT)}")
 
 
@@ -183,6 +209,17 @@ def _main(s: Session, args: argparse.Namespace, log: Log) -> None:
     log(targets.verdicts(outcomes))
     verdicts = [{"target": t, "measured": m, "met": ok} for t, m, ok in targets.judge(outcomes)]
     (s.out / "targets.json").write_text(json.dumps(verdicts, indent=2))
+
+
+def _otlp_receiver(stack: contextlib.ExitStack, log: Log) -> Receiver:
+    """An OTLP receiver for the run, and the service's environment pointed at it."""
+    from tests.otlp import OtlpServer
+
+    otlp = stack.enter_context(OtlpServer(keep=False))
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp.endpoint
+    sampler = os.environ.get("OTEL_TRACES_SAMPLER", "parentbased_always_on")
+    log(f"tracing on: {sampler} {os.environ.get('OTEL_TRACES_SAMPLER_ARG', '')} to {otlp.endpoint}")
+    return otlp.receiver
 
 
 def _attempt(

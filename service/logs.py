@@ -22,6 +22,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TextIO
 
+from opentelemetry import trace
+
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
 
 # How long an INFO line may wait in the buffer: invisible to anyone reading the log, and at
@@ -32,11 +34,30 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "message",
     "request_id",
 }
+_TEXT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+_TEXT_TRACED = (
+    "%(asctime)s %(levelname)s %(name)s "
+    "[%(request_id)s trace_id=%(trace_id)s span_id=%(span_id)s] %(message)s"
+)
 
 
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
+        return True
+
+
+class TraceIdFilter(logging.Filter):
+    """The ids of the sampled span the line is logged in, if any: where its trace can be found.
+
+    Installed only while tracing is on (service.tracing), so lines cost nothing extra without it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        span = trace.get_current_span().get_span_context()
+        if span.trace_flags.sampled:
+            record.trace_id = trace.format_trace_id(span.trace_id)
+            record.span_id = trace.format_span_id(span.span_id)
         return True
 
 
@@ -60,18 +81,26 @@ class _SecondCache:
 
 
 class TextFormatter(logging.Formatter):
-    """`2026-11-25 15:32:13,503 INFO service.calls [request id] message` (local time)."""
+    """`2026-11-25 15:32:13,503 INFO service.calls [request id] message` (local time); a line of
+    a traced call has `[request id trace_id=... span_id=...]`."""
 
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+        super().__init__(_TEXT)
+        self._traced = logging.PercentStyle(_TEXT_TRACED)
         self._seconds = _SecondCache(utc=False)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        if hasattr(record, "trace_id"):
+            return self._traced.format(record)
+        return super().formatMessage(record)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return f"{self._seconds.prefix(record.created)},{int(record.msecs):03d}"
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time (UTC), level, logger, message, request_id, extras."""
+    """One JSON object per line: time (UTC), level, logger, message, request_id, extras (among
+    them trace_id and span_id, in a traced call)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -146,3 +175,10 @@ def configure(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def add_trace_ids() -> None:
+    """Lines logged from now on inside a sampled span carry its trace_id and span_id."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, TraceIdFilter) for f in handler.filters):
+            handler.addFilter(TraceIdFilter())

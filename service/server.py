@@ -13,7 +13,7 @@ from blog.v1 import post_service_pb2_grpc, user_service_pb2_grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2_grpc
 
-from service import metrics, reflection
+from service import metrics, reflection, tracing
 from service.api import SERVICES
 from service.db.engine import Database, create_database
 from service.domain.paging import PageTokens
@@ -29,6 +29,7 @@ from service.interceptors.observe import ObserveInterceptor
 from service.interceptors.responses import ResponseSizeInterceptor
 from service.interceptors.session import SessionInterceptor
 from service.interceptors.streams import StreamLimitInterceptor
+from service.interceptors.trace import TraceInterceptor
 from service.servicers.posts import PostServicer
 from service.servicers.users import UserServicer
 from service.settings import Settings
@@ -54,7 +55,9 @@ class Server:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.database: Database = create_database(settings)
+        self.tracing = tracing.configure(settings)
+        tracer = None if self.tracing is None else self.tracing.tracer
+        self.database: Database = create_database(settings, tracer)
         self.passwords = Passwords(
             memory_kib=settings.argon2_memory_kib,
             time_cost=settings.argon2_time_cost,
@@ -65,7 +68,8 @@ class Server:
         tokens = PageTokens(settings.page_token_secret)
         # Outermost first: observe every call, map errors, read its request (in time), admit
         # it (or refuse the excess, or refuse it once shutting down), authenticate, admit
-        # streams, the session, and innermost the response's size.
+        # streams, the session, and innermost the response's size; with tracing on, the
+        # call's span opens before all of them and closes after.
         self.admission = AdmissionInterceptor(settings.max_concurrent_rpcs)
         interceptors: list[aio.ServerInterceptor] = [  # type: ignore[type-arg]
             ObserveInterceptor(metrics_enabled=settings.metrics_port is not None),
@@ -73,6 +77,8 @@ class Server:
             RequestArrivalInterceptor(settings.default_timeout_seconds),
             self.admission,
         ]
+        if tracer is not None:
+            interceptors.insert(0, TraceInterceptor(tracer))
         if settings.tokens:
             interceptors.append(AuthInterceptor(settings.tokens))
         self.streams = StreamLimitInterceptor(
@@ -150,6 +156,8 @@ class Server:
         await self.grpc.stop(max(0.0, deadline - time.monotonic()))
         await self.database.dispose()
         self.passwords.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)
         log.info("stopped")
 
 

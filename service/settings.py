@@ -91,6 +91,29 @@ class Settings(BaseSettings):
     # A default-cost hash takes ~25-50 ms per thread, so 16 waiting is at most ~0.4 s of queue.
     password_hash_queue: int = Field(default=16, ge=0, le=100_000, alias="PASSWORD_HASH_QUEUE")
 
+    # OpenTelemetry's own variables (SPEC, Observability). The SDK reads these, and the rest of
+    # its OTEL_* variables, from the environment itself (service.tracing); they are declared here
+    # so that a bad value stops start-up like any other and a value from `.env` reaches the SDK.
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, min_length=1, alias="OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    otel_exporter_otlp_protocol: Literal["grpc", "http/protobuf"] = Field(
+        default="grpc", alias="OTEL_EXPORTER_OTLP_PROTOCOL"
+    )
+    otel_service_name: str = Field(default="blog-service", min_length=1, alias="OTEL_SERVICE_NAME")
+    otel_traces_sampler: Literal[
+        "always_on",
+        "always_off",
+        "traceidratio",
+        "parentbased_always_on",
+        "parentbased_always_off",
+        "parentbased_traceidratio",
+    ] = Field(default="parentbased_always_on", alias="OTEL_TRACES_SAMPLER")
+    otel_traces_sampler_arg: float | None = Field(
+        default=None, ge=0, le=1, alias="OTEL_TRACES_SAMPLER_ARG"
+    )
+    otel_sdk_disabled: bool = Field(default=False, alias="OTEL_SDK_DISABLED")
+
     @field_validator("database_url", "database_replica_url")
     @classmethod
     def _async_driver(cls, value: str | None) -> str | None:
@@ -108,12 +131,17 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("otel_exporter_otlp_endpoint", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("log_format", mode="before")
+    @field_validator("log_format", "otel_traces_sampler", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
@@ -158,6 +186,22 @@ class Settings(BaseSettings):
     @property
     def stream_capacity(self) -> int:
         return self.max_streams or max(1, (self.db_pool_size + self.db_max_overflow) // 2)
+
+    @property
+    def tracing(self) -> bool:
+        """Whether to trace: an OTLP endpoint is set and the SDK is not disabled."""
+        return self.otel_exporter_otlp_endpoint is not None and not self.otel_sdk_disabled
+
+    def otel_environment(self) -> dict[str, str]:
+        """The OTEL_* values above as the SDK reads them from the environment."""
+        values = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.otel_exporter_otlp_endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": self.otel_exporter_otlp_protocol,
+            "OTEL_SERVICE_NAME": self.otel_service_name,
+            "OTEL_TRACES_SAMPLER": self.otel_traces_sampler,
+            "OTEL_TRACES_SAMPLER_ARG": self.otel_traces_sampler_arg,
+        }
+        return {name: str(value) for name, value in values.items() if value is not None}
 
     @cached_property
     def tokens(self) -> tuple[bytes, ...]:

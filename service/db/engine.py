@@ -13,12 +13,14 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.trace import Tracer
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
 from service.db.errors import is_disconnect
 from service.db.session import BEGIN_READ_ONLY, BEGIN_WRITE, CallSession
+from service.db.spans import StatementSpans
 from service.settings import Settings
 
 sql_log = logging.getLogger("service.sql")
@@ -41,7 +43,7 @@ class Probe:
             session = CallSession(self.engine.sync_engine.pool, self.begin)
             ended_by: BaseException | None = None
             try:
-                await (await session.connection()).fetchval("SELECT 1")
+                await session.fetch("SELECT 1")
                 await session.commit()
                 return
             except Exception as error:
@@ -61,11 +63,13 @@ class Database:
     reader: AsyncEngine
     read_begin: str | None  # how a read call's transaction begins; None: it has none
     probes: tuple[Probe, ...]
+    write_spans: StatementSpans | None = None  # None: tracing is off
+    read_spans: StatementSpans | None = None
 
     def session(self, *, read_only: bool) -> CallSession:
         if read_only:
-            return CallSession(self.reader.sync_engine.pool, self.read_begin)
-        return CallSession(self.writer.sync_engine.pool, BEGIN_WRITE)
+            return CallSession(self.reader.sync_engine.pool, self.read_begin, self.read_spans)
+        return CallSession(self.writer.sync_engine.pool, BEGIN_WRITE, self.write_spans)
 
     @property
     def engines(self) -> tuple[AsyncEngine, ...]:
@@ -131,7 +135,9 @@ def _engine(
     return engine
 
 
-def create_database(settings: Settings) -> Database:
+def create_database(settings: Settings, tracer: Tracer | None = None) -> Database:
+    """The engines; with a `tracer`, the statements of traced calls get spans (never the
+    health probe's: its pools have none)."""
     read_url = settings.database_replica_url or settings.database_url
     writer = _engine(settings, settings.database_url, read_only=False)
     reader = _engine(settings, read_url, read_only=True)
@@ -144,4 +150,11 @@ def create_database(settings: Settings) -> Database:
         ),
         Probe(_engine(settings, read_url, read_only=True, size=1), reader, read_begin),
     )
-    return Database(writer=writer, reader=reader, read_begin=read_begin, probes=probes)
+    return Database(
+        writer=writer,
+        reader=reader,
+        read_begin=read_begin,
+        probes=probes,
+        write_spans=None if tracer is None else StatementSpans(tracer, writer.url),
+        read_spans=None if tracer is None else StatementSpans(tracer, reader.url),
+    )

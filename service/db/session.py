@@ -1,8 +1,9 @@
 """The database side of one call: a pooled connection, leased on first use, and its transaction.
 
 The session interceptor opens one `CallSession` per call and binds it here; repositories reach
-it through `current_session()` and run their precompiled SQL (repositories.base.Query) on
-`await session.connection()`, an asyncpg connection.
+it through `current_session()` and run their precompiled SQL (repositories.base.Query) with
+`fetch` and `cursor`, on its asyncpg connection. Every statement the session runs goes through
+`_statement`, which gives it a span when the call is traced (service.db.spans).
 
 SQLAlchemy owns the pools (sizes, overflow, timeouts, invalidation, the pool metrics) but not
 the call: its ORM session would add a unit of work, per-statement bookkeeping and greenlet hops
@@ -22,13 +23,15 @@ need none of it. The transaction a call gets depends on its pool:
 from __future__ import annotations
 
 import asyncio
-from contextlib import suppress
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractContextManager, suppress
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.util import greenlet_spawn
 
 from service.db import errors as db_errors
+from service.db.spans import NOTHING, StatementSpans
 
 if TYPE_CHECKING:
     import asyncpg
@@ -48,14 +51,38 @@ _current: ContextVar[CallSession] = ContextVar("blog_db_session")
 class CallSession:
     """One call's use of one pool: at most one connection, and at most one transaction on it."""
 
-    __slots__ = ("_begin", "_driver", "_lease", "_pool", "in_transaction")
+    __slots__ = ("_begin", "_driver", "_lease", "_pool", "_spans", "in_transaction")
 
-    def __init__(self, pool: Pool, begin: str | None) -> None:
+    def __init__(self, pool: Pool, begin: str | None, spans: StatementSpans | None = None) -> None:
         self._pool = pool
         self._begin = begin  # None: autocommit, each statement on its own
+        self._spans = spans  # None: tracing is off
         self._lease: PoolProxiedConnection | None = None
         self._driver: asyncpg.Connection | None = None
         self.in_transaction = False
+
+    def _statement(self, sql: str) -> AbstractContextManager[Any]:
+        return NOTHING if self._spans is None else self._spans(sql)
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[asyncpg.Record]:
+        """The rows of one statement, run on the call's connection."""
+        driver = await self.connection()
+        with self._statement(sql):
+            rows: list[asyncpg.Record] = await driver.fetch(sql, *args)
+        return rows
+
+    async def cursor(
+        self, sql: str, args: Sequence[Any], prefetch: int
+    ) -> AsyncIterator[asyncpg.Record]:
+        """The rows of one statement from a server-side cursor in a snapshot (`connection`)."""
+        driver = await self.connection(snapshot=True)
+        with self._statement(sql):
+            async for row in driver.cursor(sql, *args, prefetch=prefetch):
+                yield row
+
+    async def _execute(self, driver: asyncpg.Connection, sql: str) -> None:
+        with self._statement(sql):
+            await driver.execute(sql)
 
     async def connection(self, *, snapshot: bool = False) -> asyncpg.Connection:
         """The call's connection, checked out (and its transaction begun) on first use.
@@ -84,13 +111,13 @@ class CallSession:
         begin = BEGIN_SNAPSHOT if snapshot else self._begin
         if begin is not None:
             self.in_transaction = True  # before the await: a BEGIN cut short must be cleaned up
-            await driver.execute(begin)
+            await self._execute(driver, begin)
         return driver
 
     async def commit(self) -> None:
         if self.in_transaction:
             assert self._driver is not None
-            await self._driver.execute("COMMIT")
+            await self._execute(self._driver, "COMMIT")
             self.in_transaction = False
 
     async def release(self) -> None:
@@ -153,7 +180,7 @@ class CallSession:
                     if protocol._is_cancelling():
                         await protocol._wait_for_cancellation()
                     if self.in_transaction or driver.is_in_transaction():
-                        await driver.execute("ROLLBACK")
+                        await self._execute(driver, "ROLLBACK")
                 settled = not driver.is_closed()
             except Exception as cleanup_error:
                 lost = db_errors.is_disconnect(cleanup_error)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -16,6 +15,7 @@ from grpc import aio
 from service import logs, metrics
 from service.api import STREAMING_METHODS
 from service.interceptors.base import CallInterceptor
+from service.interceptors.outcome import received_code
 
 log = logging.getLogger("service.calls")
 
@@ -63,27 +63,18 @@ class ObserveInterceptor(CallInterceptor):
         if series is not None:
             series.started.inc()
         start = time.perf_counter()
-        code = grpc.StatusCode.OK
+        error: BaseException | None = None
         try:
             # Trailing metadata costs nothing extra: it rides on the status the call ends with
             # anyway (initial metadata would be one more batch on the wire for every call).
             context.set_trailing_metadata(((REQUEST_ID_HEADER, rid),))
             yield
-        except aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except asyncio.CancelledError:
-            # gRPC cancels the call's task both when the client cancels and when the deadline
-            # passes; the client saw DEADLINE_EXCEEDED in the second case, so record that.
-            remaining = context.time_remaining()
-            expired = remaining is not None and remaining <= 0
-            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
-            raise
-        except BaseException:
-            code = grpc.StatusCode.UNKNOWN
+        except BaseException as raised:
+            error = raised
             raise
         finally:
             elapsed = time.perf_counter() - start
+            code = received_code(context, error)
             code_name = code.name if isinstance(code, grpc.StatusCode) else str(code)
             if series is not None:
                 series.handled(code).inc()

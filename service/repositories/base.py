@@ -43,23 +43,23 @@ class BaseRepository:
     """Runs `Query` objects on the current call's connection. Subclasses hold the SQL."""
 
     async def _all(self, query: Query, **params: Any) -> Sequence[Row]:
-        connection = await current_session().connection()
-        rows: Sequence[Row] = await connection.fetch(query.sql, *query.arguments(params))
+        rows: Sequence[Row] = await current_session().fetch(query.sql, query.arguments(params))
         return rows
 
     async def _one(self, query: Query, **params: Any) -> Row | None:
         rows = await self._all(query, **params)
         return rows[0] if rows else None
 
-    async def _stream(self, query: Query, batch: int, **params: Any) -> AsyncIterator[Row]:
+    def _stream(self, query: Query, batch: int, **params: Any) -> AsyncIterator[Row]:
         """Rows from a server-side cursor, `batch` at a time, as fast as the caller reads.
 
         A cursor lives in a transaction: the call's session opens a read-only snapshot, so the
         whole stream reads one consistent state however long it lasts.
         """
-        connection = await current_session().connection(snapshot=True)
-        async for row in connection.cursor(query.sql, *query.arguments(params), prefetch=batch):
-            yield row
+        rows: AsyncIterator[Row] = current_session().cursor(
+            query.sql, query.arguments(params), prefetch=batch
+        )
+        return rows
 
 
 async def release_connection() -> None:
