@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
 
+from blog.v1.error_reason_pb2 import ErrorReason
+
 from service.domain.entities import Page
 from service.domain.errors import FieldViolation, InvalidArgument
 
@@ -95,4 +97,6 @@ class PageTokens:
 
 
 def _bad(field: str, description: str) -> InvalidArgument:
-    return InvalidArgument([FieldViolation(field, description)], reason="INVALID_PAGE_TOKEN")
+    return InvalidArgument(
+        [FieldViolation(field, description)], reason=ErrorReason.INVALID_PAGE_TOKEN
+    )

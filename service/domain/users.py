@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from blog.v1.error_reason_pb2 import ErrorReason
+
 from service.domain.entities import Page, UserRecord, UserWithPosts
 from service.domain.errors import (
     Unauthenticated,
@@ -78,7 +80,7 @@ class Users:
         # Unknown logins are verified against a dummy hash: every failure costs the same.
         ok = await self._passwords.verify(found.hashed_password if found else None, password)
         if found is None or not ok or not found.user.is_active:
-            raise Unauthenticated(_BAD_LOGIN, reason="INVALID_CREDENTIALS")
+            raise Unauthenticated(_BAD_LOGIN, reason=ErrorReason.INVALID_CREDENTIALS)
         if self._passwords.needs_rehash(found.hashed_password):
             await self._users.set_password(found.user.id, await self._passwords.hash(password))
         return found.user
