@@ -25,6 +25,7 @@ from service.interceptors.errors import ErrorInterceptor
 from service.interceptors.observe import ObserveInterceptor
 from service.interceptors.session import SessionInterceptor
 from service.servicers.posts import PostServicer
+from service.servicers.sizing import response_limit
 from service.servicers.users import UserServicer
 from service.settings import Settings
 
@@ -74,11 +75,12 @@ class Server:
                 ("grpc.so_reuseport", int(settings.grpc_workers > 1)),
             ],
         )
+        responses = response_limit(limit)
         user_service_pb2_grpc.add_UserServiceServicer_to_server(
-            UserServicer(Users(self.passwords, tokens)), self.grpc
+            UserServicer(Users(self.passwords, tokens), responses), self.grpc
         )
         post_service_pb2_grpc.add_PostServiceServicer_to_server(
-            PostServicer(Posts(tokens)), self.grpc
+            PostServicer(Posts(tokens), responses), self.grpc
         )
         self.health = Health(self.database)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.grpc)

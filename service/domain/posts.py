@@ -34,11 +34,14 @@ class Posts:
         self,
         *,
         page_size: int,
+        max_bytes: int,
         page_token: str,
         author_id: int | None,
         published: bool | None,
         query: str,
     ) -> Page[PostRecord]:
+        """A page of posts, newest first. It holds fewer than `page_size` posts, and a token,
+        when more would not fit in `max_bytes`; the caller may cut it shorter still."""
         filters: dict[str, object] = {
             "author_id": author_id,
             "published": published,
@@ -46,7 +49,12 @@ class Posts:
         }
         after = self._tokens.parse(page_token, "posts", filters)
         rows = await self._posts.list_newest_first(
-            limit=page_size + 1, after=after, author_id=author_id, published=published, query=query
+            limit=page_size + 1,
+            max_bytes=max_bytes,
+            after=after,
+            author_id=author_id,
+            published=published,
+            query=query,
         )
         return self._tokens.page("posts", filters, rows, page_size)
 

@@ -23,7 +23,7 @@ def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     )
 
 
-def user_message(user: UserRecord, posts: list[PostRecord] | None = None) -> resources_pb2.User:
+def user_message(user: UserRecord) -> resources_pb2.User:
     message = resources_pb2.User(
         id=user.id,
         email=user.email,
@@ -35,8 +35,6 @@ def user_message(user: UserRecord, posts: list[PostRecord] | None = None) -> res
     )
     if user.updated_at is not None:
         message.updated_at.CopyFrom(timestamp(user.updated_at))
-    if posts:
-        message.posts.extend(post_message(post) for post in posts)
     return message
 
 

@@ -13,6 +13,12 @@ from service.domain import validation as check
 from service.domain.entities import NewPost
 from service.domain.posts import Posts
 from service.servicers.convert import masked_fields, post_message
+from service.servicers.sizing import (
+    CLIENT_RECEIVE_LIMIT,
+    TOKEN_ROOM,
+    fitting,
+    response_too_large,
+)
 
 Context = aio.ServicerContext[Any, Any]
 POST_FIELDS = ("title", "content", "published")
@@ -28,8 +34,9 @@ def _new_post(
 
 
 class PostServicer(post_service_pb2_grpc.PostServiceServicer):
-    def __init__(self, posts: Posts) -> None:
+    def __init__(self, posts: Posts, max_response_bytes: int = CLIENT_RECEIVE_LIMIT) -> None:
         self._posts = posts
+        self._max_response_bytes = max_response_bytes
 
     async def CreatePost(
         self, request: post_service_pb2.CreatePostRequest, context: Context
@@ -53,16 +60,18 @@ class PostServicer(post_service_pb2_grpc.PostServiceServicer):
             check.search_query(v, "query", request.query)
             if request.HasField("author_id"):
                 check.resource_id(v, "author_id", request.author_id)
+        budget = self._max_response_bytes - TOKEN_ROOM
         page = await self._posts.list(
             page_size=page_size,
+            max_bytes=budget,
             page_token=request.page_token,
             author_id=request.author_id if request.HasField("author_id") else None,
             published=request.published if request.HasField("published") else None,
             query=request.query,
         )
-        return post_service_pb2.ListPostsResponse(
-            posts=[post_message(p) for p in page.items], next_page_token=page.next_page_token
-        )
+        posts = fitting(map(post_message, page.items), budget)
+        page = page.first(len(posts))
+        return post_service_pb2.ListPostsResponse(posts=posts, next_page_token=page.next_page_token)
 
     async def UpdatePost(
         self, request: post_service_pb2.UpdatePostRequest, context: Context
@@ -101,7 +110,14 @@ class PostServicer(post_service_pb2_grpc.PostServiceServicer):
             items = request.requests if count <= check.BATCH_MAX else []
             posts = [_new_post(v, f"requests[{i}].", r) for i, r in enumerate(items)]
         created = await self._posts.create_many(posts)
-        return post_service_pb2.BatchCreatePostsResponse(posts=[post_message(p) for p in created])
+        response = post_service_pb2.BatchCreatePostsResponse(
+            posts=[post_message(p) for p in created]
+        )
+        if response.ByteSize() > self._max_response_bytes:
+            # All or nothing: refusing rolls the batch back, rather than committing posts whose
+            # response no client would receive.
+            raise response_too_large("requests", response.ByteSize(), self._max_response_bytes)
+        return response
 
     async def StreamPosts(
         self, request: post_service_pb2.StreamPostsRequest, context: Context
