@@ -19,7 +19,6 @@ import grpc
 import pytest
 from blog.v1 import (
     post_service_pb2,
-    post_service_pb2_grpc,
     resources_pb2,
     user_service_pb2,
     user_service_pb2_grpc,
@@ -230,20 +229,25 @@ def peak_rss(pid: int) -> int:
 async def test_8_concurrent_with_posts_calls_cost_memory_bounded_by_the_response(
     database_url: str, db: asyncpg.Connection
 ) -> None:
-    """The issue's 8 concurrent WITH_POSTS calls on a user with large posts (30 MB of them
+    """The issue's 8 concurrent WITH_POSTS calls on a user with large posts (60 MB of them
     here): they took the server from 308 MiB to 1.13 GiB. Now each holds about a response."""
     author = await make_author(db)
-    await insert_posts(db, author, 300, "y" * 100_000)
+    await insert_posts(db, author, 600, "y" * 100_000)
     with ServerProcess({"DATABASE_URL": database_url}) as server:
         assert server.process is not None
         async with aio.insecure_channel(server.address) as channel:
             stub = user_service_pb2_grpc.UserServiceStub(channel)
-            warm = await stub.GetUser(with_posts(author))  # pools, prepared statements
             before = peak_rss(server.process.pid)
-            found = await asyncio.gather(*(stub.GetUser(with_posts(author)) for _ in range(8)))
+            # One call first (pools, prepared statements), then 8 at once. Failures (before,
+            # RESOURCE_EXHAUSTED) are kept: the memory they took is what this test is about.
+            warm = (await asyncio.gather(stub.GetUser(with_posts(author)), return_exceptions=True))[
+                0
+            ]
+            calls = (stub.GetUser(with_posts(author)) for _ in range(8))
+            found = await asyncio.gather(*calls, return_exceptions=True)
             grown = peak_rss(server.process.pid) - before
 
-    print(f"peak RSS grew {grown / 2**20:.0f} MiB")
-    assert all(f.posts and f.ByteSize() <= CLIENT_LIMIT for f in (warm, *found))
-    assert grown < 150 * 1024 * 1024, f"peak RSS grew {grown / 2**20:.0f} MiB"
-
+    assert grown < 160 * 1024 * 1024, f"peak RSS grew {grown / 2**20:.0f} MiB"
+    for user in (warm, *found):
+        assert isinstance(user, resources_pb2.User), user
+        assert user.posts and user.ByteSize() <= CLIENT_LIMIT
