@@ -251,3 +251,18 @@ async def test_8_concurrent_with_posts_calls_cost_memory_bounded_by_the_response
     for user in (warm, *found):
         assert isinstance(user, resources_pb2.User), user
         assert user.posts and user.ByteSize() <= CLIENT_LIMIT
+
+
+async def test_the_protos_tell_clients_about_the_bound(server: Server) -> None:
+    """What a client reads through reflection (grpcurl describe) says pages may stop early and
+    how many posts WITH_POSTS holds."""
+    from tests.test_grpcurl import grpcurl
+
+    get_user = await grpcurl(server, "describe", "blog.v1.UserService.GetUser")
+    list_request = await grpcurl(server, "describe", "blog.v1.ListPostsRequest")
+    assert get_user.returncode == 0 and list_request.returncode == 0
+    method, request = (
+        " ".join(r.stdout.replace("//", " ").split()) for r in (get_user, list_request)
+    )
+    assert "at most 100" in method and "4 MiB" in method, method
+    assert "may hold fewer" in request and "4 MiB" in request, request

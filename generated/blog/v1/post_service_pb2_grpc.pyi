@@ -31,8 +31,12 @@ GRPC_VERSION: str
 class PostServiceStub:
     """Posts: writing, reading, listing, batch creation and streaming.
 
-    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason
-    clients can switch on; validation errors also carry a google.rpc.BadRequest.
+    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason,
+    one of blog.v1.ErrorReason, clients can switch on; validation errors also
+    carry a google.rpc.BadRequest naming the first bad fields (at most 100, and
+    only as many as keep the error under 8 KiB; the message gives the total).
+
+    No response exceeds 4 MiB, the most a gRPC client accepts by default.
     """
 
     @_typing.overload
@@ -45,7 +49,8 @@ class PostServiceStub:
     """Returns one post with its author. NOT_FOUND (POST_NOT_FOUND) if absent."""
     ListPosts: _grpc.UnaryUnaryMultiCallable[_post_service_pb2.ListPostsRequest, _post_service_pb2.ListPostsResponse]
     """Lists posts newest first (created_at desc, id desc) with their authors,
-    one page at a time.
+    one page at a time. A page holds fewer than page_size posts (and a
+    next_page_token) when more would not fit in a 4 MiB response.
     """
     UpdatePost: _grpc.UnaryUnaryMultiCallable[_post_service_pb2.UpdatePostRequest, _resources_pb2.Post]
     """Updates the fields named by update_mask. With a non-empty post.etag the
@@ -55,7 +60,9 @@ class PostServiceStub:
     """Deletes a post."""
     BatchCreatePosts: _grpc.UnaryUnaryMultiCallable[_post_service_pb2.BatchCreatePostsRequest, _post_service_pb2.BatchCreatePostsResponse]
     """Creates 1..1000 posts in one transaction: all or nothing. Posts are
-    returned in request order.
+    returned in request order. A batch whose response (the posts, each with
+    its author) would exceed 4 MiB is refused and creates nothing
+    (INVALID_ARGUMENT, reason RESPONSE_TOO_LARGE): send fewer posts per call.
     """
     StreamPosts: _grpc.UnaryStreamMultiCallable[_post_service_pb2.StreamPostsRequest, _resources_pb2.Post]
     """Streams every matching post, oldest first, from a server-side cursor."""
@@ -64,8 +71,12 @@ class PostServiceStub:
 class PostServiceAsyncStub(PostServiceStub):
     """Posts: writing, reading, listing, batch creation and streaming.
 
-    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason
-    clients can switch on; validation errors also carry a google.rpc.BadRequest.
+    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason,
+    one of blog.v1.ErrorReason, clients can switch on; validation errors also
+    carry a google.rpc.BadRequest naming the first bad fields (at most 100, and
+    only as many as keep the error under 8 KiB; the message gives the total).
+
+    No response exceeds 4 MiB, the most a gRPC client accepts by default.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -75,7 +86,8 @@ class PostServiceAsyncStub(PostServiceStub):
     """Returns one post with its author. NOT_FOUND (POST_NOT_FOUND) if absent."""
     ListPosts: _aio.UnaryUnaryMultiCallable[_post_service_pb2.ListPostsRequest, _post_service_pb2.ListPostsResponse]  # type: ignore[assignment]
     """Lists posts newest first (created_at desc, id desc) with their authors,
-    one page at a time.
+    one page at a time. A page holds fewer than page_size posts (and a
+    next_page_token) when more would not fit in a 4 MiB response.
     """
     UpdatePost: _aio.UnaryUnaryMultiCallable[_post_service_pb2.UpdatePostRequest, _resources_pb2.Post]  # type: ignore[assignment]
     """Updates the fields named by update_mask. With a non-empty post.etag the
@@ -85,7 +97,9 @@ class PostServiceAsyncStub(PostServiceStub):
     """Deletes a post."""
     BatchCreatePosts: _aio.UnaryUnaryMultiCallable[_post_service_pb2.BatchCreatePostsRequest, _post_service_pb2.BatchCreatePostsResponse]  # type: ignore[assignment]
     """Creates 1..1000 posts in one transaction: all or nothing. Posts are
-    returned in request order.
+    returned in request order. A batch whose response (the posts, each with
+    its author) would exceed 4 MiB is refused and creates nothing
+    (INVALID_ARGUMENT, reason RESPONSE_TOO_LARGE): send fewer posts per call.
     """
     StreamPosts: _aio.UnaryStreamMultiCallable[_post_service_pb2.StreamPostsRequest, _resources_pb2.Post]  # type: ignore[assignment]
     """Streams every matching post, oldest first, from a server-side cursor."""
@@ -93,8 +107,12 @@ class PostServiceAsyncStub(PostServiceStub):
 class PostServiceServicer(metaclass=_abc_1.ABCMeta):
     """Posts: writing, reading, listing, batch creation and streaming.
 
-    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason
-    clients can switch on; validation errors also carry a google.rpc.BadRequest.
+    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason,
+    one of blog.v1.ErrorReason, clients can switch on; validation errors also
+    carry a google.rpc.BadRequest naming the first bad fields (at most 100, and
+    only as many as keep the error under 8 KiB; the message gives the total).
+
+    No response exceeds 4 MiB, the most a gRPC client accepts by default.
     """
 
     @_abc_1.abstractmethod
@@ -120,7 +138,8 @@ class PostServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_post_service_pb2.ListPostsResponse, _abc.Awaitable[_post_service_pb2.ListPostsResponse]]:
         """Lists posts newest first (created_at desc, id desc) with their authors,
-        one page at a time.
+        one page at a time. A page holds fewer than page_size posts (and a
+        next_page_token) when more would not fit in a 4 MiB response.
         """
 
     @_abc_1.abstractmethod
@@ -148,7 +167,9 @@ class PostServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_post_service_pb2.BatchCreatePostsResponse, _abc.Awaitable[_post_service_pb2.BatchCreatePostsResponse]]:
         """Creates 1..1000 posts in one transaction: all or nothing. Posts are
-        returned in request order.
+        returned in request order. A batch whose response (the posts, each with
+        its author) would exceed 4 MiB is refused and creates nothing
+        (INVALID_ARGUMENT, reason RESPONSE_TOO_LARGE): send fewer posts per call.
         """
 
     @_abc_1.abstractmethod
