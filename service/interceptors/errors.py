@@ -60,20 +60,14 @@ def _bad_request(
     """The first violations (at most VIOLATIONS_MAX) whose encoding fits in `budget` bytes."""
     bad = error_details_pb2.BadRequest()
     for v in violations[:VIOLATIONS_MAX]:
-        item = error_details_pb2.BadRequest.FieldViolation(
+        bad.field_violations.add(
             field=_shortened(v.field, VIOLATION_TEXT_MAX),
             description=_shortened(v.description, VIOLATION_TEXT_MAX),
         )
-        size = item.ByteSize()
-        budget -= 1 + _varint_size(size) + size  # as an element of field_violations
-        if budget < 0:
+        if bad.ByteSize() > budget:
+            del bad.field_violations[-1]
             break
-        bad.field_violations.append(item)
     return bad
-
-
-def _varint_size(value: int) -> int:
-    return max(1, (value.bit_length() + 6) // 7)
 
 
 def rich_status(
@@ -84,8 +78,8 @@ def rich_status(
 ) -> grpc.Status:
     """The status with its ErrorInfo and, for violations, a BadRequest, under 8 KiB in all.
 
-    A BadRequest names only the first violations that fit; the message then says so (the
-    domain's message already gives the total).
+    A BadRequest names only the first violations that fit; the message then says how many
+    of how many.
     """
     message = _shortened_utf8(message, MESSAGE_MAX_BYTES)
     info = error_details_pb2.ErrorInfo(reason=ErrorReason.Name(reason), domain=errors.ERROR_DOMAIN)
@@ -95,7 +89,8 @@ def rich_status(
         budget = DETAILS_MAX_BYTES - status.ByteSize() - 128
         bad = _bad_request(violations, budget)
         if len(bad.field_violations) < len(violations):
-            status.message += f" (the BadRequest names the first {len(bad.field_violations)})"
+            shown = len(bad.field_violations)
+            status.message += f" (the BadRequest names the first {shown} of {len(violations)})"
         status.details.append(_packed(bad))
     return rpc_status.to_status(status)
 

@@ -2,7 +2,7 @@
 
 Pages stop early (with a next_page_token) and USER_VIEW_WITH_POSTS keeps fewer posts when the
 next item would not fit. Sizes are the messages' own encoded sizes (ByteSize), summed as the
-items are converted, so no response is built, or serialized, twice.
+items are converted: no response is built twice, and at most one item past the limit.
 """
 
 from __future__ import annotations
