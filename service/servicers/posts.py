@@ -12,7 +12,7 @@ from grpc import aio
 from service.domain import validation as check
 from service.domain.entities import NewPost
 from service.domain.posts import Posts
-from service.servicers.convert import masked_fields, post_message
+from service.servicers.convert import masked_fields, post_message, post_size_bound
 from service.servicers.sizing import (
     CLIENT_RECEIVE_LIMIT,
     TOKEN_ROOM,
@@ -69,9 +69,10 @@ class PostServicer(post_service_pb2_grpc.PostServiceServicer):
             published=request.published if request.HasField("published") else None,
             query=request.query,
         )
-        posts = fitting(map(post_message, page.items), budget)
-        page = page.first(len(posts))
-        return post_service_pb2.ListPostsResponse(posts=posts, next_page_token=page.next_page_token)
+        page = page.first(fitting(page.items, post_size_bound, budget))
+        return post_service_pb2.ListPostsResponse(
+            posts=[post_message(p) for p in page.items], next_page_token=page.next_page_token
+        )
 
     async def UpdatePost(
         self, request: post_service_pb2.UpdatePostRequest, context: Context
@@ -113,10 +114,12 @@ class PostServicer(post_service_pb2_grpc.PostServiceServicer):
         response = post_service_pb2.BatchCreatePostsResponse(
             posts=[post_message(p) for p in created]
         )
-        if response.ByteSize() > self._max_response_bytes:
+        limit = self._max_response_bytes
+        # The exact size (an encoding) only when the cheap bound says it might not fit.
+        if sum(map(post_size_bound, created)) > limit and response.ByteSize() > limit:
             # All or nothing: refusing rolls the batch back, rather than committing posts whose
             # response no client would receive.
-            raise response_too_large("requests", response.ByteSize(), self._max_response_bytes)
+            raise response_too_large("requests", response.ByteSize(), limit)
         return response
 
     async def StreamPosts(

@@ -1,17 +1,17 @@
 """Responses that fit: no response is larger than a gRPC client accepts by default (4 MiB).
 
 Pages stop early (with a next_page_token) and USER_VIEW_WITH_POSTS keeps fewer posts when the
-next item would not fit. Sizes are the messages' own encoded sizes (ByteSize), summed as the
-items are converted: no response is built twice, and at most one item past the limit.
+next item would not fit. Sizes are upper bounds computed from the records (servicers.convert),
+not encodings: measuring a message with ByteSize costs as much as serializing it, which a page
+of small posts would pay for nothing. The items are then converted once, only those kept.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from blog.v1.error_reason_pb2 import ErrorReason
-from google.protobuf.message import Message
 
 from service.domain.errors import FieldViolation, InvalidArgument
 
@@ -20,7 +20,7 @@ CLIENT_RECEIVE_LIMIT = 4 * 1024 * 1024
 # Room for a ListXResponse's next_page_token (field 2: tag, length, 54 characters).
 TOKEN_ROOM = 64
 
-M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 
 
 def response_limit(max_send_bytes: int) -> int:
@@ -28,25 +28,19 @@ def response_limit(max_send_bytes: int) -> int:
     return min(max_send_bytes, CLIENT_RECEIVE_LIMIT)
 
 
-def element_size(message: Message) -> int:
-    """The bytes `message` adds as one element of a repeated field numbered below 16."""
-    size = message.ByteSize()
-    return 1 + max(1, (size.bit_length() + 6) // 7) + size
+def fitting(items: Sequence[T], size_bound: Callable[[T], int], budget: int) -> int:
+    """How many of the leading `items` fit in `budget` bytes, by an upper bound of each one's
+    encoded size as an element of a repeated field (convert.post_size_bound and the like).
 
-
-def fitting(messages: Iterable[M], budget: int) -> list[M]:
-    """The leading `messages` that fit in `budget` bytes as elements of a repeated field.
-
-    Consumed lazily: at most one message past the budget is built. The first one is kept
-    whatever its size, so a page always advances (a single resource always fits in 4 MiB).
+    The first one always counts, so that a page advances (one resource always fits in 4 MiB).
     """
-    kept: list[M] = []
-    for message in messages:
-        budget -= element_size(message)
-        if budget < 0 and kept:
+    count = 0
+    for item in items:
+        budget -= size_bound(item)
+        if budget < 0 and count:
             break
-        kept.append(message)
-    return kept
+        count += 1
+    return count
 
 
 def response_too_large(field: str, size: int, limit: int) -> InvalidArgument:

@@ -10,7 +10,13 @@ from grpc import aio
 
 from service.domain import validation as check
 from service.domain.users import Users
-from service.servicers.convert import masked_fields, post_message, user_message
+from service.servicers.convert import (
+    masked_fields,
+    post_message,
+    post_size_bound,
+    user_message,
+    user_size_bound,
+)
 from service.servicers.sizing import CLIENT_RECEIVE_LIMIT, TOKEN_ROOM, fitting
 
 Context = aio.ServicerContext[Any, Any]
@@ -47,9 +53,11 @@ class UserServicer(user_service_pb2_grpc.UserServiceServicer):
         if request.view != resources_pb2.USER_VIEW_WITH_POSTS:
             return user_message(await self._users.get(request.id))
         found = await self._users.get_with_posts(request.id, max_bytes=self._max_response_bytes)
+        budget = self._max_response_bytes - user_size_bound(found.user)
         user = user_message(found.user)
-        budget = self._max_response_bytes - user.ByteSize()
-        user.posts.extend(fitting(map(post_message, found.posts), budget))
+        if found.posts:
+            kept = fitting(found.posts, post_size_bound, budget)
+            user.posts.extend(post_message(p) for p in found.posts[:kept])
         return user
 
     async def GetUserByEmail(
@@ -71,9 +79,12 @@ class UserServicer(user_service_pb2_grpc.UserServiceServicer):
             query=request.query,
             is_active=request.is_active if request.HasField("is_active") else None,
         )
-        users = fitting(map(user_message, page.items), self._max_response_bytes - TOKEN_ROOM)
-        page = page.first(len(users))
-        return user_service_pb2.ListUsersResponse(users=users, next_page_token=page.next_page_token)
+        page = page.first(
+            fitting(page.items, user_size_bound, self._max_response_bytes - TOKEN_ROOM)
+        )
+        return user_service_pb2.ListUsersResponse(
+            users=[user_message(u) for u in page.items], next_page_token=page.next_page_token
+        )
 
     async def UpdateUser(
         self, request: user_service_pb2.UpdateUserRequest, context: Context
