@@ -42,11 +42,6 @@ class DomainError(Exception):
         if reason is not None:
             self.reason = reason
 
-    @property
-    def reason_name(self) -> str:
-        """The reason as ErrorInfo carries it: the enum value's name, e.g. USER_NOT_FOUND."""
-        return ErrorReason.Name(self.reason)
-
 
 class InvalidArgument(DomainError):
     code = code_pb2.INVALID_ARGUMENT

@@ -40,8 +40,9 @@ class Posts:
         published: bool | None,
         query: str,
     ) -> Page[PostRecord]:
-        """A page of posts, newest first. It holds fewer than `page_size` posts, and a token,
-        when more would not fit in `max_bytes`; the caller may cut it shorter still."""
+        """A page of posts, newest first, read only as far as the rows that start within
+        `max_bytes` of text (so a call holds about one response's worth of rows, whatever the
+        page size); the caller cuts it to what fits in its response (`Page.first`)."""
         filters: dict[str, object] = {
             "author_id": author_id,
             "published": published,
