@@ -31,6 +31,7 @@ from service.interceptors.session import SessionInterceptor
 from service.interceptors.streams import StreamLimitInterceptor
 from service.interceptors.trace import TraceInterceptor
 from service.servicers.posts import PostServicer
+from service.servicers.sizing import response_limit
 from service.servicers.users import UserServicer
 from service.settings import Settings
 
@@ -86,8 +87,9 @@ class Server:
         )
         interceptors.append(self.streams)
         interceptors.append(SessionInterceptor(self.database, settings.default_timeout_seconds))
-        interceptors.append(ResponseSizeInterceptor(settings.grpc_max_message_bytes))
         limit = settings.grpc_max_message_bytes
+        responses = response_limit(limit)  # what clients accept, or less if we send less
+        interceptors.append(ResponseSizeInterceptor(responses))
         self.grpc = aio.server(
             interceptors=interceptors,
             # The backstop behind AdmissionInterceptor: grpc.aio counts every call it has
@@ -119,10 +121,10 @@ class Server:
             ],
         )
         user_service_pb2_grpc.add_UserServiceServicer_to_server(
-            UserServicer(Users(self.passwords, tokens)), self.grpc
+            UserServicer(Users(self.passwords, tokens), responses), self.grpc
         )
         post_service_pb2_grpc.add_PostServiceServicer_to_server(
-            PostServicer(Posts(tokens)), self.grpc
+            PostServicer(Posts(tokens), responses), self.grpc
         )
         self.health = Health(self.database)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.grpc)

@@ -26,7 +26,7 @@ def _can_bind(host: str, port: int, *, reuse_port: bool) -> str | None:
         addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as error:
         return f"cannot resolve {host!r}: {error.strerror}"
-    reason = "no address to listen on"
+    problem = "no address to listen on"
     for family, kind, proto, _, address in addresses:
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -35,10 +35,10 @@ def _can_bind(host: str, port: int, *, reuse_port: bool) -> str | None:
             try:
                 probe.bind(address)
             except OSError as error:
-                reason = error.strerror or str(error)
+                problem = error.strerror or str(error)
                 continue
             return None  # gRPC too is content with any one of a name's addresses
-    return reason
+    return problem
 
 
 def check_ports(settings: Settings) -> None:

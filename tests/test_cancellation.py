@@ -145,7 +145,11 @@ async def test_500_cancelled_calls_roll_back_and_release_everything(
                 codes.append(grpc.StatusCode.CANCELLED)
             except grpc.RpcError as error:
                 codes.append(error.code())
-        assert set(codes) == {grpc.StatusCode.CANCELLED}
+        # CreateUser calls past the password-hashing capacity were refused at once, before
+        # they did anything (RESOURCE_EXHAUSTED); every other call was cancelled.
+        refused = {i % 5 for i, code in enumerate(codes) if code != grpc.StatusCode.CANCELLED}
+        assert refused <= {3}, refused
+        assert set(codes) <= {grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED}
         # Checked while the lock is held: a statement left behind would still be waiting on it.
         checked_out, busy = await settled(db, server)
         assert checked_out == 0

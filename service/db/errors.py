@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+from blog.v1.error_reason_pb2 import ErrorReason
 from sqlalchemy import exc as sa_exc
 
 from service.domain.errors import (
@@ -17,8 +18,10 @@ from service.domain.errors import (
 
 # Unique indexes whose violation a client caused, and what to tell it.
 _UNIQUE = {
-    "uq_users_lower_email": AlreadyExists("email is already taken", reason="EMAIL_TAKEN"),
-    "uq_users_lower_username": AlreadyExists("username is already taken", reason="USERNAME_TAKEN"),
+    "uq_users_lower_email": AlreadyExists("email is already taken", reason=ErrorReason.EMAIL_TAKEN),
+    "uq_users_lower_username": AlreadyExists(
+        "username is already taken", reason=ErrorReason.USERNAME_TAKEN
+    ),
 }
 
 _CONNECTION_ERRORS = (
@@ -77,7 +80,7 @@ def translate(error: BaseException) -> DomainError | None:
             return AlreadyExists(known.message, reason=known.reason)
     if isinstance(driver, asyncpg.exceptions.ForeignKeyViolationError):
         # A post's author deleted between our existence check and the insert.
-        return NotFound("the post's author does not exist", reason="USER_NOT_FOUND")
+        return NotFound("the post's author does not exist", reason=ErrorReason.USER_NOT_FOUND)
     if isinstance(driver, asyncpg.exceptions.QueryCanceledError):
         return DeadlineExceeded("the deadline passed while the database was working")
     if isinstance(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -71,6 +72,17 @@ class Credentials:
 class Page(Generic[T]):
     items: list[T]
     next_page_token: str
+    # The token that resumes right after one of `items`: lets a page be cut short.
+    resume_after: Callable[[T], str]
+
+    def first(self, count: int) -> Page[T]:
+        """This page cut to its first `count` items (at least one, so that paging advances),
+        with the token that resumes after them; the same page when it holds no more."""
+        if count >= len(self.items):
+            return self
+        if count < 1:
+            raise ValueError("a page keeps at least one item")
+        return Page(self.items[:count], self.resume_after(self.items[count - 1]), self.resume_after)
 
 
 def etag_of(version: int) -> str:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
 
+from blog.v1.error_reason_pb2 import ErrorReason
+
 from service.domain.entities import Page
 from service.domain.errors import FieldViolation, InvalidArgument
 
@@ -64,14 +66,18 @@ class PageTokens:
     def page(
         self, collection: str, filters: dict[str, object], rows: Sequence[K], page_size: int
     ) -> Page[K]:
-        """A page from `rows` fetched with limit page_size + 1: the extra row means more follow."""
+        """A page from `rows` fetched with limit page_size + 1: the extra row means more follow.
+
+        A page may still be cut shorter (`Page.first`) when its items do not all fit in one
+        response; the token it then carries resumes after the last item kept.
+        """
+
+        def resume_after(item: K) -> str:
+            return self.issue(collection, filters, Cursor(item.created_at, item.id))
+
         if len(rows) <= page_size:
-            return Page(list(rows), "")
-        last = rows[page_size - 1]
-        return Page(
-            list(rows[:page_size]),
-            self.issue(collection, filters, Cursor(last.created_at, last.id)),
-        )
+            return Page(list(rows), "", resume_after)
+        return Page(list(rows[:page_size]), resume_after(rows[page_size - 1]), resume_after)
 
     def parse(
         self, token: str, collection: str, filters: dict[str, object], field: str = "page_token"
@@ -112,4 +118,6 @@ def _encoded(raw: bytes) -> str:
 
 
 def _bad(field: str, description: str) -> InvalidArgument:
-    return InvalidArgument([FieldViolation(field, description)], reason="INVALID_PAGE_TOKEN")
+    return InvalidArgument(
+        [FieldViolation(field, description)], reason=ErrorReason.INVALID_PAGE_TOKEN
+    )

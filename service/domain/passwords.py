@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from blog.v1.error_reason_pb2 import ErrorReason
 
 from service.domain.errors import ResourceExhausted
 
@@ -43,7 +44,7 @@ class Passwords:
         if self._admitted >= self._capacity:
             raise ResourceExhausted(
                 "too many password checks in progress; retry with backoff",
-                reason="PASSWORD_HASHING_EXHAUSTED",
+                reason=ErrorReason.PASSWORD_HASHING_EXHAUSTED,
             )
         self._admitted += 1
         try:

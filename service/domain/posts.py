@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Any
 
+from blog.v1.error_reason_pb2 import ErrorReason
+
 from service.domain.entities import NewPost, Page, PostRecord
 from service.domain.errors import AlreadyExists, NotFound, post_not_found
 from service.domain.paging import PageTokens
@@ -62,7 +64,7 @@ class Posts:
             raise AlreadyExists(
                 f"request_id {request_id} was already used for a different request; send a new"
                 " request_id for a new request",
-                reason="REQUEST_ID_REUSED",
+                reason=ErrorReason.REQUEST_ID_REUSED,
             )
         found = await self._posts.by_ids(first.post_ids)
         missing = [post_id for post_id in first.post_ids if post_id not in found]
@@ -70,7 +72,7 @@ class Posts:
             raise NotFound(
                 f"post {missing[0]}, created by an earlier call with request_id {request_id},"
                 " has been deleted since",
-                reason="POST_NOT_FOUND",
+                reason=ErrorReason.POST_NOT_FOUND,
             )
         return [found[post_id] for post_id in first.post_ids]
 
@@ -84,11 +86,15 @@ class Posts:
         self,
         *,
         page_size: int,
+        max_bytes: int,
         page_token: str,
         author_id: int | None,
         published: bool | None,
         query: str,
     ) -> Page[PostRecord]:
+        """A page of posts, newest first, read only as far as the rows that start within
+        `max_bytes` of text (so a call holds about one response's worth of rows, whatever the
+        page size); the caller cuts it to what fits in its response (`Page.first`)."""
         filters: dict[str, object] = {
             "author_id": author_id,
             "published": published,
@@ -96,7 +102,12 @@ class Posts:
         }
         after = self._tokens.parse(page_token, "posts", filters)
         rows = await self._posts.list_newest_first(
-            limit=page_size + 1, after=after, author_id=author_id, published=published, query=query
+            limit=page_size + 1,
+            max_bytes=max_bytes,
+            after=after,
+            author_id=author_id,
+            published=published,
+            query=query,
         )
         return self._tokens.page("posts", filters, rows, page_size)
 

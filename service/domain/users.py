@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from blog.v1.error_reason_pb2 import ErrorReason
+
 from service.domain.entities import Page, UserRecord, UserWithPosts
 from service.domain.errors import (
     Unauthenticated,
@@ -18,6 +20,7 @@ from service.repositories.posts import PostRepository
 from service.repositories.users import UserRepository
 
 _BAD_LOGIN = "login or password is incorrect"
+WITH_POSTS_MAX = 100  # posts in a USER_VIEW_WITH_POSTS response
 
 
 class Users:
@@ -42,9 +45,15 @@ class Users:
             raise user_not_found(user_id)
         return user
 
-    async def get_with_posts(self, user_id: int) -> UserWithPosts:
-        user = await self.get(user_id)
-        return UserWithPosts(user, await self._posts.by_author(user))
+    async def get_with_posts(self, user_id: int, *, max_bytes: int) -> UserWithPosts:
+        """The user and their newest posts, newest first: at most WITH_POSTS_MAX, and no more
+        than start within `max_bytes` (ListPosts with author_id pages through all of them)."""
+        found = await self._posts.user_with_newest_posts(
+            user_id, limit=WITH_POSTS_MAX, max_bytes=max_bytes
+        )
+        if found is None:
+            raise user_not_found(user_id)
+        return found
 
     async def get_by_email(self, email: str) -> UserRecord:
         user = await self._users.get_by_email(email)
@@ -86,7 +95,7 @@ class Users:
             # Unknown logins are verified against a dummy hash: every failure costs the same.
             ok = await self._passwords.verify(found.hashed_password if found else None, password)
             if found is None or not ok or not found.user.is_active:
-                raise Unauthenticated(_BAD_LOGIN, reason="INVALID_CREDENTIALS")
+                raise Unauthenticated(_BAD_LOGIN, reason=ErrorReason.INVALID_CREDENTIALS)
             if self._passwords.needs_rehash(found.hashed_password):
                 # Conditional on the verified hash: a ChangePassword that committed meanwhile wins.
                 upgraded = await self._passwords.hash(password)

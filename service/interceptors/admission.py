@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from blog.v1.error_reason_pb2 import ErrorReason
 from grpc import aio
 
 from service.api import API_METHODS
@@ -77,7 +78,7 @@ class AdmissionInterceptor(CallInterceptor):
         if self.active >= self._capacity:
             raise ResourceExhausted(
                 f"the server is serving {self._capacity} calls already; retry with backoff",
-                reason="SERVER_OVERLOADED",
+                reason=ErrorReason.SERVER_OVERLOADED,
             )
         self.active += 1
         try:

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+from blog.v1.error_reason_pb2 import ErrorReason
 from grpc import aio
 
 from service.domain.errors import DeadlineExceeded, MalformedRequest
@@ -37,7 +38,7 @@ class RequestArrivalInterceptor(CallInterceptor):
         except TimeoutError:
             raise DeadlineExceeded(
                 f"the request message did not arrive within {self._timeout:g} s",
-                reason="REQUEST_TIMEOUT",
+                reason=ErrorReason.REQUEST_TIMEOUT,
             ) from None
         except StopAsyncIteration:
             raise MalformedRequest("the call ended without a request message") from None

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from blog.v1.error_reason_pb2 import ErrorReason
 from grpc import aio
 
 from service.api import API_METHODS
@@ -44,8 +45,8 @@ class AuthInterceptor(CallInterceptor):
         if not header:
             raise Unauthenticated(
                 "missing authorization metadata: send 'authorization: Bearer <token>'",
-                reason="MISSING_CREDENTIALS",
+                reason=ErrorReason.MISSING_CREDENTIALS,
             )
         if scheme.lower() != "bearer" or not self._accepts(credential.strip().encode()):
-            raise Unauthenticated("invalid bearer token", reason="INVALID_TOKEN")
+            raise Unauthenticated("invalid bearer token", reason=ErrorReason.INVALID_TOKEN)
         yield

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
+from blog.v1.error_reason_pb2 import ErrorReason
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
@@ -18,25 +19,22 @@ from service.interceptors.base import CallInterceptor
 
 log = logging.getLogger(__name__)
 
-_CODES: list[tuple[type[errors.DomainError], grpc.StatusCode]] = [
-    (errors.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
-    (errors.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
-    (errors.StaleEtag, grpc.StatusCode.ABORTED),
-    (errors.TransientConflict, grpc.StatusCode.ABORTED),
-    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
-    (errors.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (errors.DatabaseUnavailable, grpc.StatusCode.UNAVAILABLE),
-    (errors.ShuttingDown, grpc.StatusCode.UNAVAILABLE),
-    (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
-]
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+# The status travels in the trailers, and C-core clients read trailers above 8 KiB (gRPC's
+# default metadata limit) as RESOURCE_EXHAUSTED instead of the error. The details go base64
+# encoded (grpc-status-details-bin, 4/3 of these bytes) and the message twice (grpc-message,
+# percent-encoded, and inside the details), which leaves room for the other trailers
+# (request id, tracing) under the limit.
+DETAILS_MAX_BYTES = 3072
+MESSAGE_MAX_BYTES = 384
+VIOLATIONS_MAX = 100
+# A violation may quote the client's input (a mask path): each text is cut to this length.
+VIOLATION_TEXT_MAX = 200
 
 
 def status_code_of(error: errors.DomainError) -> grpc.StatusCode:
-    for kind, code in _CODES:
-        if isinstance(error, kind):
-            return code
-    return grpc.StatusCode.INTERNAL
+    return _STATUS_CODES[error.code]
 
 
 def _packed(message: Any) -> any_pb2.Any:
@@ -45,27 +43,55 @@ def _packed(message: Any) -> any_pb2.Any:
     return packed
 
 
+def _shortened(text: str, max_chars: int) -> str:
+    return text if len(text) <= max_chars else text[: max_chars - 1] + "\u2026"
+
+
+def _shortened_utf8(text: str, max_bytes: int) -> str:
+    encoded = text.encode()
+    if len(encoded) <= max_bytes:
+        return text
+    return encoded[: max_bytes - 3].decode(errors="ignore") + "\u2026"
+
+
+def _bad_request(
+    violations: Sequence[errors.FieldViolation], budget: int
+) -> error_details_pb2.BadRequest:
+    """The first violations (at most VIOLATIONS_MAX) whose encoding fits in `budget` bytes."""
+    bad = error_details_pb2.BadRequest()
+    for v in violations[:VIOLATIONS_MAX]:
+        bad.field_violations.add(
+            field=_shortened(v.field, VIOLATION_TEXT_MAX),
+            description=_shortened(v.description, VIOLATION_TEXT_MAX),
+        )
+        if bad.ByteSize() > budget:
+            del bad.field_violations[-1]
+            break
+    return bad
+
+
 def rich_status(
     code: grpc.StatusCode,
     message: str,
-    reason: str,
+    reason: errors.Reason,
     violations: Sequence[errors.FieldViolation] = (),
 ) -> grpc.Status:
-    details = [_packed(error_details_pb2.ErrorInfo(reason=reason, domain=errors.ERROR_DOMAIN))]
+    """The status with its ErrorInfo and, for violations, a BadRequest, under 8 KiB in all.
+
+    A BadRequest names only the first violations that fit; the message then says how many
+    of how many.
+    """
+    message = _shortened_utf8(message, MESSAGE_MAX_BYTES)
+    info = error_details_pb2.ErrorInfo(reason=ErrorReason.Name(reason), domain=errors.ERROR_DOMAIN)
+    status = status_pb2.Status(code=code.value[0], message=message, details=[_packed(info)])
     if violations:
-        details.append(
-            _packed(
-                error_details_pb2.BadRequest(
-                    field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(
-                            field=v.field, description=v.description
-                        )
-                        for v in violations
-                    ]
-                )
-            )
-        )
-    status = status_pb2.Status(code=code.value[0], message=message, details=details)
+        # Room for the message suffix below, and the Any around the BadRequest (type URL).
+        budget = DETAILS_MAX_BYTES - status.ByteSize() - 128
+        bad = _bad_request(violations, budget)
+        if len(bad.field_violations) < len(violations):
+            shown = len(bad.field_violations)
+            status.message += f" (the BadRequest names the first {shown} of {len(violations)})"
+        status.details.append(_packed(bad))
     return rpc_status.to_status(status)
 
 
@@ -96,7 +122,7 @@ class ErrorInterceptor(CallInterceptor):
                 rich_status(
                     grpc.StatusCode.INTERNAL,
                     "internal error; quote the x-request-id when reporting it",
-                    "INTERNAL",
+                    ErrorReason.INTERNAL,
                 ),
             )
 

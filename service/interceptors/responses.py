@@ -4,7 +4,7 @@ gRPC serializes a response after the handler returns, when the call's transactio
 committed and its log line written: a response over the client's limit (4 MiB by default)
 then reaches the client as RESOURCE_EXHAUSTED while the write stays committed and the call is
 logged OK. Serializing here, the innermost layer, inside the session, turns that into a
-RESOURCE_EXHAUSTED (reason RESPONSE_TOO_LARGE) of the call: rolled back, logged and counted
+INVALID_ARGUMENT (reason RESPONSE_TOO_LARGE) of the call: rolled back, logged and counted
 as what the client receives. It costs nothing extra: each response is serialized once, here
 instead of in gRPC.
 """
@@ -19,7 +19,7 @@ import grpc
 from grpc import aio
 
 from service.api import API_METHODS
-from service.domain.errors import ResourceExhausted
+from service.domain.errors import ResponseTooLarge
 from service.interceptors.base import CallInterceptor, Handler
 
 
@@ -41,10 +41,9 @@ class ResponseSizeInterceptor(CallInterceptor):
         def checked(response: Any) -> bytes:
             data = serialize(response)
             if len(data) > limit:
-                raise ResourceExhausted(
+                raise ResponseTooLarge(
                     f"the response would be {len(data):,} bytes, over the {limit:,} a client"
-                    " accepts; ask for less at once (fewer or smaller items)",
-                    reason="RESPONSE_TOO_LARGE",
+                    " accepts; nothing was written: ask for less at once (fewer or smaller items)"
                 )
             return data
 

@@ -23,6 +23,7 @@ from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import grpc
+from blog.v1.error_reason_pb2 import ErrorReason
 from grpc import aio
 
 from service.api import STREAMING_METHODS
@@ -47,7 +48,7 @@ class StreamLimitInterceptor(CallInterceptor):
         if self.active >= self._capacity:
             raise ResourceExhausted(
                 f"{self._capacity} streams are already open on this server; retry with backoff",
-                reason="STREAMS_EXHAUSTED",
+                reason=ErrorReason.STREAMS_EXHAUSTED,
             )
         self.active += 1
         try:
@@ -71,7 +72,7 @@ class StreamLimitInterceptor(CallInterceptor):
                         # the session (connection, snapshot) is released right now.
                         raise ResourceExhausted(
                             f"the client read nothing for {idle_timeout:g} s: stream ended",
-                            reason="STREAM_IDLE_TIMEOUT",
+                            reason=ErrorReason.STREAM_IDLE_TIMEOUT,
                         ) from None
 
         return grpc.unary_stream_rpc_method_handler(

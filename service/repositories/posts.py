@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from service.db.models import Post, User
-from service.domain.entities import NewPost, PostRecord, UserRecord
+from service.domain.entities import NewPost, PostRecord, UserRecord, UserWithPosts
 from service.domain.errors import user_not_found
 from service.domain.paging import Cursor
 from service.repositories.base import BaseRepository, Query, Row, like_pattern, newest_first_after
@@ -49,6 +49,23 @@ _CONTENT_AT = POST_COLUMNS.index(Post.content)
 # 1.5 MB, whether the posts are small or 100,000 characters long.
 STREAM_BATCH = 256
 STREAM_INLINE_BYTES = 4096
+
+_USER_WIDTH = len(USER_COLUMNS)
+_NEWEST_FIRST = (Post.created_at.desc(), Post.id.desc())
+# The text a post puts in a response (with its author's): a lower bound of its encoded size,
+# which PostgreSQL reads from each value's header without detoasting it.
+_TEXT_BYTES = (
+    func.octet_length(Post.title)
+    + func.octet_length(Post.content)
+    + func.octet_length(User.email)
+    + func.octet_length(User.username)
+)
+# The text of the rows before this one, newest first: rows are read while it is within the
+# caller's budget, so one call holds at most a response's worth of rows, plus the one row that
+# shows more follow, however large the posts and the page size.
+_BYTES_BEFORE = (
+    func.sum(_TEXT_BYTES).over(order_by=_NEWEST_FIRST, rows=(None, 0)) - _TEXT_BYTES
+).label("bytes_before")
 
 
 def post_from_row(row: Row, author: UserRecord | None = None) -> PostRecord:
@@ -114,10 +131,40 @@ _BY_ID = Query(_with_author().where(Post.id == bindparam("row_id")))
 _BY_IDS = Query(
     _with_author().where(Post.id == func.any(bindparam("row_ids", type_=ARRAY(BigInteger))))
 )
-_BY_AUTHOR = Query(
-    select(*POST_COLUMNS)
-    .where(Post.author_id == bindparam("author_id"))
-    .order_by(Post.created_at.desc(), Post.id.desc())
+
+
+def _within_budget(statement: Select[Any]) -> Select[Any]:
+    """`statement`'s rows newest first, at most :limit of them, and only those that start
+    within :max_bytes of text (the first row past the budget included)."""
+    page = (
+        statement.add_columns(_BYTES_BEFORE)
+        .order_by(*_NEWEST_FIRST)
+        .limit(bindparam("limit"))
+        .subquery("page")
+    )
+    columns = list(page.c)[:-1]  # all but bytes_before
+    return (
+        select(*columns)
+        .where(page.c.bytes_before <= bindparam("max_bytes"))
+        .order_by(page.c.created_at.desc(), page.c.id.desc())
+    )
+
+
+# A user and their newest posts in one statement, so one snapshot: the posts come from a
+# LATERAL subquery bounded like a ListPosts page; no post leaves one row of NULL post columns.
+_NEWEST_POSTS = (
+    select(*POST_COLUMNS, _BYTES_BEFORE)
+    .where(Post.author_id == User.id)
+    .order_by(*_NEWEST_FIRST)
+    .limit(bindparam("limit"))
+    .lateral("newest")
+)
+_USER_WITH_POSTS = Query(
+    select(*USER_COLUMNS, *list(_NEWEST_POSTS.c)[:-1])
+    .select_from(User)
+    .outerjoin(_NEWEST_POSTS, _NEWEST_POSTS.c.bytes_before <= bindparam("max_bytes"))
+    .where(User.id == bindparam("row_id"))
+    .order_by(_NEWEST_POSTS.c.created_at.desc(), _NEWEST_POSTS.c.id.desc())
 )
 _EXISTS = Query(select(Post.id).where(Post.id == bindparam("row_id")))
 _DELETE = Query(delete(Post).where(Post.id == bindparam("row_id")).returning(Post.id))
@@ -135,9 +182,7 @@ def _list_query(after: bool, author_id: bool, published: bool, query: bool) -> Q
         )
     if query:
         statement = statement.where(Post.title.ilike(bindparam("pattern"), escape="\\"))
-    return Query(
-        statement.order_by(Post.created_at.desc(), Post.id.desc()).limit(bindparam("limit"))
-    )
+    return Query(_within_budget(statement))
 
 
 @cache
@@ -209,6 +254,7 @@ class PostRepository(BaseRepository):
         self,
         *,
         limit: int,
+        max_bytes: int,
         after: Cursor | None,
         author_id: int | None,
         published: bool | None,
@@ -220,6 +266,7 @@ class PostRepository(BaseRepository):
         rows = await self._all(
             statement,
             limit=limit,
+            max_bytes=max_bytes,
             after_created_at=after and after.created_at,
             after_id=after and after.id,
             author_id=author_id,
@@ -228,11 +275,19 @@ class PostRepository(BaseRepository):
         )
         return [post_from_row(row) for row in rows]
 
-    async def by_author(self, author: UserRecord) -> list[PostRecord]:
-        """All of one user's posts, newest first, in one query."""
-        return [
-            post_from_row(row, author) for row in await self._all(_BY_AUTHOR, author_id=author.id)
+    async def user_with_newest_posts(
+        self, user_id: int, *, limit: int, max_bytes: int
+    ) -> UserWithPosts | None:
+        """The user and up to `limit` of their newest posts, newest first, those that start
+        within `max_bytes` of text: one statement, so one snapshot."""
+        rows = await self._all(_USER_WITH_POSTS, row_id=user_id, limit=limit, max_bytes=max_bytes)
+        if not rows:
+            return None
+        user = user_from_row(rows[0])
+        posts = [
+            post_from_row(row[_USER_WIDTH:], user) for row in rows if row[_USER_WIDTH] is not None
         ]
+        return UserWithPosts(user, posts)
 
     async def update(
         self, post_id: int, values: dict[str, Any], *, expected_version: int | None

@@ -23,7 +23,7 @@ def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     )
 
 
-def user_message(user: UserRecord, posts: list[PostRecord] | None = None) -> resources_pb2.User:
+def user_message(user: UserRecord) -> resources_pb2.User:
     message = resources_pb2.User(
         id=user.id,
         email=user.email,
@@ -35,8 +35,6 @@ def user_message(user: UserRecord, posts: list[PostRecord] | None = None) -> res
     )
     if user.updated_at is not None:
         message.updated_at.CopyFrom(timestamp(user.updated_at))
-    if posts:
-        message.posts.extend(post_message(post) for post in posts)
     return message
 
 
@@ -54,6 +52,47 @@ def post_message(post: PostRecord) -> resources_pb2.Post:
     if post.updated_at is not None:
         message.updated_at.CopyFrom(timestamp(post.updated_at))
     return message
+
+
+# --- upper bounds of the converted sizes, for cutting responses without encoding them -----------
+#
+# A message's size is its text plus everything else (ids, flags, timestamps, etag, tags and
+# length prefixes). "Everything else" is measured once, at import, on the largest record there
+# can be with empty text, plus the most the text's length prefixes can add; the text is counted
+# per record from its strings (len for ASCII, which Python knows without scanning).
+
+_LAST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+_MAX_INT = 2**63 - 1
+_LONGEST_USER = UserRecord(_MAX_INT, "", "", True, True, _LAST, _LAST, _MAX_INT)
+_LONGEST_POST = PostRecord(_MAX_INT, _MAX_INT, "", "", True, _LAST, _LAST, _MAX_INT, _LONGEST_USER)
+# What a string or message field adds besides its content: a tag (field numbers below 16) and
+# its length (a varint; 5 bytes hold any length below 32 GiB).
+_FIELD_OVERHEAD = 1 + 5
+USER_FIXED_BYTES = user_message(_LONGEST_USER).ByteSize() + 2 * _FIELD_OVERHEAD  # + 2 strings
+# + 4 strings (title, content, the author's email and username) + the author's length growing
+POST_FIXED_BYTES = post_message(_LONGEST_POST).ByteSize() + 4 * _FIELD_OVERHEAD + 5
+
+
+def _utf8_bytes(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def user_size_bound(user: UserRecord) -> int:
+    """At least `user_message(user).ByteSize()`, plus its tag and length as a repeated element."""
+    return _FIELD_OVERHEAD + USER_FIXED_BYTES + _utf8_bytes(user.email) + _utf8_bytes(user.username)
+
+
+def post_size_bound(post: PostRecord) -> int:
+    """At least `post_message(post).ByteSize()`, plus its tag and length as a repeated element."""
+    author = post.author
+    return (
+        _FIELD_OVERHEAD
+        + POST_FIXED_BYTES
+        + _utf8_bytes(post.title)
+        + _utf8_bytes(post.content)
+        + _utf8_bytes(author.email)
+        + _utf8_bytes(author.username)
+    )
 
 
 def masked_fields(

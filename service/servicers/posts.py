@@ -12,7 +12,12 @@ from grpc import aio
 from service.domain import validation as check
 from service.domain.entities import NewPost
 from service.domain.posts import Posts
-from service.servicers.convert import masked_fields, post_message
+from service.servicers.convert import masked_fields, post_message, post_size_bound
+from service.servicers.sizing import (
+    CLIENT_RECEIVE_LIMIT,
+    TOKEN_ROOM,
+    fitting,
+)
 
 Context = aio.ServicerContext[Any, Any]
 POST_FIELDS = ("title", "content", "published")
@@ -28,8 +33,9 @@ def _new_post(
 
 
 class PostServicer(post_service_pb2_grpc.PostServiceServicer):
-    def __init__(self, posts: Posts) -> None:
+    def __init__(self, posts: Posts, max_response_bytes: int = CLIENT_RECEIVE_LIMIT) -> None:
         self._posts = posts
+        self._max_response_bytes = max_response_bytes
 
     async def CreatePost(
         self, request: post_service_pb2.CreatePostRequest, context: Context
@@ -55,13 +61,16 @@ class PostServicer(post_service_pb2_grpc.PostServiceServicer):
             check.token(v, "page_token", request.page_token)
             if request.HasField("author_id"):
                 check.resource_id(v, "author_id", request.author_id)
+        budget = self._max_response_bytes - TOKEN_ROOM
         page = await self._posts.list(
             page_size=page_size,
+            max_bytes=budget,
             page_token=request.page_token,
             author_id=request.author_id if request.HasField("author_id") else None,
             published=request.published if request.HasField("published") else None,
             query=request.query,
         )
+        page = page.first(fitting(page.items, post_size_bound, budget))
         return post_service_pb2.ListPostsResponse(
             posts=[post_message(p) for p in page.items], next_page_token=page.next_page_token
         )

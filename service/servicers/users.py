@@ -10,7 +10,14 @@ from grpc import aio
 
 from service.domain import validation as check
 from service.domain.users import Users
-from service.servicers.convert import masked_fields, user_message
+from service.servicers.convert import (
+    masked_fields,
+    post_message,
+    post_size_bound,
+    user_message,
+    user_size_bound,
+)
+from service.servicers.sizing import CLIENT_RECEIVE_LIMIT, TOKEN_ROOM, fitting
 
 Context = aio.ServicerContext[Any, Any]
 USER_FIELDS = ("email", "username", "is_active", "is_superuser")
@@ -18,8 +25,9 @@ _USER_VIEWS = frozenset(resources_pb2.UserView.values())
 
 
 class UserServicer(user_service_pb2_grpc.UserServiceServicer):
-    def __init__(self, users: Users) -> None:
+    def __init__(self, users: Users, max_response_bytes: int = CLIENT_RECEIVE_LIMIT) -> None:
         self._users = users
+        self._max_response_bytes = max_response_bytes
 
     async def CreateUser(
         self, request: user_service_pb2.CreateUserRequest, context: Context
@@ -42,10 +50,15 @@ class UserServicer(user_service_pb2_grpc.UserServiceServicer):
         with check.Violations() as v:
             check.resource_id(v, "id", request.id)
             v.check(request.view in _USER_VIEWS, "view", "is not a known UserView")
-        if request.view == resources_pb2.USER_VIEW_WITH_POSTS:
-            found = await self._users.get_with_posts(request.id)
-            return user_message(found.user, found.posts)
-        return user_message(await self._users.get(request.id))
+        if request.view != resources_pb2.USER_VIEW_WITH_POSTS:
+            return user_message(await self._users.get(request.id))
+        found = await self._users.get_with_posts(request.id, max_bytes=self._max_response_bytes)
+        budget = self._max_response_bytes - user_size_bound(found.user)
+        user = user_message(found.user)
+        if found.posts:
+            kept = fitting(found.posts, post_size_bound, budget)
+            user.posts.extend(post_message(p) for p in found.posts[:kept])
+        return user
 
     async def GetUserByEmail(
         self, request: user_service_pb2.GetUserByEmailRequest, context: Context
@@ -66,6 +79,9 @@ class UserServicer(user_service_pb2_grpc.UserServiceServicer):
             page_token=request.page_token,
             query=request.query,
             is_active=request.is_active if request.HasField("is_active") else None,
+        )
+        page = page.first(
+            fitting(page.items, user_size_bound, self._max_response_bytes - TOKEN_ROOM)
         )
         return user_service_pb2.ListUsersResponse(
             users=[user_message(u) for u in page.items], next_page_token=page.next_page_token

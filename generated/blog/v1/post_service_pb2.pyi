@@ -95,7 +95,8 @@ class ListPostsRequest(_message.Message):
     QUERY_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum posts to return: 0 means 50, above 1000 means 1000, negative is
-    INVALID_ARGUMENT.
+    INVALID_ARGUMENT. A page may hold fewer (with a next_page_token) when
+    more would not fit in 4 MiB: page on until next_page_token is empty.
     """
     page_token: _builtins.str
     """next_page_token from a previous call with the same filters; empty for
@@ -141,7 +142,9 @@ class ListPostsResponse(_message.Message):
     """Token for the next page; empty on the last page."""
     @_builtins.property
     def posts(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Post]:
-        """One page of posts, newest first, each with its author."""
+        """One page of posts, newest first, each with its author: page_size posts,
+        or fewer when more would not fit in 4 MiB.
+        """
 
     def __init__(
         self,

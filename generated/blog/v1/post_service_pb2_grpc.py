@@ -30,8 +30,12 @@ if _version_not_supported:
 class PostServiceStub:
     """Posts: writing, reading, listing, batch creation and streaming.
 
-    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason
-    clients can switch on; validation errors also carry a google.rpc.BadRequest.
+    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason,
+    one of blog.v1.ErrorReason, clients can switch on; validation errors also
+    carry a google.rpc.BadRequest naming the first bad fields (at most 100, and
+    only as many as keep the error under 8 KiB; the message gives the total).
+
+    No response exceeds 4 MiB, the most a gRPC client accepts by default.
     """
 
     def __init__(self, channel):
@@ -80,8 +84,12 @@ class PostServiceStub:
 class PostServiceServicer:
     """Posts: writing, reading, listing, batch creation and streaming.
 
-    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason
-    clients can switch on; validation errors also carry a google.rpc.BadRequest.
+    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason,
+    one of blog.v1.ErrorReason, clients can switch on; validation errors also
+    carry a google.rpc.BadRequest naming the first bad fields (at most 100, and
+    only as many as keep the error under 8 KiB; the message gives the total).
+
+    No response exceeds 4 MiB, the most a gRPC client accepts by default.
     """
 
     def CreatePost(self, request, context):
@@ -102,7 +110,8 @@ class PostServiceServicer:
 
     def ListPosts(self, request, context):
         """Lists posts newest first (created_at desc, id desc) with their authors,
-        one page at a time.
+        one page at a time. A page holds fewer than page_size posts (and a
+        next_page_token) when more would not fit in a 4 MiB response.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -127,6 +136,9 @@ class PostServiceServicer:
         """Creates 1..1000 posts in one transaction: all or nothing. Posts are
         returned in request order. With a request_id, retries are safe as for
         CreatePost.
+        A batch whose response (the posts, each with its author) would exceed
+        4 MiB is refused and creates nothing (INVALID_ARGUMENT, reason
+        RESPONSE_TOO_LARGE): send fewer posts per call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -188,8 +200,12 @@ def add_PostServiceServicer_to_server(servicer, server):
 class PostService:
     """Posts: writing, reading, listing, batch creation and streaming.
 
-    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason
-    clients can switch on; validation errors also carry a google.rpc.BadRequest.
+    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason,
+    one of blog.v1.ErrorReason, clients can switch on; validation errors also
+    carry a google.rpc.BadRequest naming the first bad fields (at most 100, and
+    only as many as keep the error under 8 KiB; the message gives the total).
+
+    No response exceeds 4 MiB, the most a gRPC client accepts by default.
     """
 
     @staticmethod

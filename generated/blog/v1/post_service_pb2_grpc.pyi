@@ -31,8 +31,12 @@ GRPC_VERSION: str
 class PostServiceStub:
     """Posts: writing, reading, listing, batch creation and streaming.
 
-    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason
-    clients can switch on; validation errors also carry a google.rpc.BadRequest.
+    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason,
+    one of blog.v1.ErrorReason, clients can switch on; validation errors also
+    carry a google.rpc.BadRequest naming the first bad fields (at most 100, and
+    only as many as keep the error under 8 KiB; the message gives the total).
+
+    No response exceeds 4 MiB, the most a gRPC client accepts by default.
     """
 
     @_typing.overload
@@ -48,7 +52,8 @@ class PostServiceStub:
     """Returns one post with its author. NOT_FOUND (POST_NOT_FOUND) if absent."""
     ListPosts: _grpc.UnaryUnaryMultiCallable[_post_service_pb2.ListPostsRequest, _post_service_pb2.ListPostsResponse]
     """Lists posts newest first (created_at desc, id desc) with their authors,
-    one page at a time.
+    one page at a time. A page holds fewer than page_size posts (and a
+    next_page_token) when more would not fit in a 4 MiB response.
     """
     UpdatePost: _grpc.UnaryUnaryMultiCallable[_post_service_pb2.UpdatePostRequest, _resources_pb2.Post]
     """Updates the fields named by update_mask. With a non-empty post.etag the
@@ -60,6 +65,9 @@ class PostServiceStub:
     """Creates 1..1000 posts in one transaction: all or nothing. Posts are
     returned in request order. With a request_id, retries are safe as for
     CreatePost.
+    A batch whose response (the posts, each with its author) would exceed
+    4 MiB is refused and creates nothing (INVALID_ARGUMENT, reason
+    RESPONSE_TOO_LARGE): send fewer posts per call.
     """
     StreamPosts: _grpc.UnaryStreamMultiCallable[_post_service_pb2.StreamPostsRequest, _resources_pb2.Post]
     """Streams every matching post, oldest first, from a server-side cursor."""
@@ -68,8 +76,12 @@ class PostServiceStub:
 class PostServiceAsyncStub(PostServiceStub):
     """Posts: writing, reading, listing, batch creation and streaming.
 
-    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason
-    clients can switch on; validation errors also carry a google.rpc.BadRequest.
+    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason,
+    one of blog.v1.ErrorReason, clients can switch on; validation errors also
+    carry a google.rpc.BadRequest naming the first bad fields (at most 100, and
+    only as many as keep the error under 8 KiB; the message gives the total).
+
+    No response exceeds 4 MiB, the most a gRPC client accepts by default.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -82,7 +94,8 @@ class PostServiceAsyncStub(PostServiceStub):
     """Returns one post with its author. NOT_FOUND (POST_NOT_FOUND) if absent."""
     ListPosts: _aio.UnaryUnaryMultiCallable[_post_service_pb2.ListPostsRequest, _post_service_pb2.ListPostsResponse]  # type: ignore[assignment]
     """Lists posts newest first (created_at desc, id desc) with their authors,
-    one page at a time.
+    one page at a time. A page holds fewer than page_size posts (and a
+    next_page_token) when more would not fit in a 4 MiB response.
     """
     UpdatePost: _aio.UnaryUnaryMultiCallable[_post_service_pb2.UpdatePostRequest, _resources_pb2.Post]  # type: ignore[assignment]
     """Updates the fields named by update_mask. With a non-empty post.etag the
@@ -94,6 +107,9 @@ class PostServiceAsyncStub(PostServiceStub):
     """Creates 1..1000 posts in one transaction: all or nothing. Posts are
     returned in request order. With a request_id, retries are safe as for
     CreatePost.
+    A batch whose response (the posts, each with its author) would exceed
+    4 MiB is refused and creates nothing (INVALID_ARGUMENT, reason
+    RESPONSE_TOO_LARGE): send fewer posts per call.
     """
     StreamPosts: _aio.UnaryStreamMultiCallable[_post_service_pb2.StreamPostsRequest, _resources_pb2.Post]  # type: ignore[assignment]
     """Streams every matching post, oldest first, from a server-side cursor."""
@@ -101,8 +117,12 @@ class PostServiceAsyncStub(PostServiceStub):
 class PostServiceServicer(metaclass=_abc_1.ABCMeta):
     """Posts: writing, reading, listing, batch creation and streaming.
 
-    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason
-    clients can switch on; validation errors also carry a google.rpc.BadRequest.
+    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason,
+    one of blog.v1.ErrorReason, clients can switch on; validation errors also
+    carry a google.rpc.BadRequest naming the first bad fields (at most 100, and
+    only as many as keep the error under 8 KiB; the message gives the total).
+
+    No response exceeds 4 MiB, the most a gRPC client accepts by default.
     """
 
     @_abc_1.abstractmethod
@@ -131,7 +151,8 @@ class PostServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_post_service_pb2.ListPostsResponse, _abc.Awaitable[_post_service_pb2.ListPostsResponse]]:
         """Lists posts newest first (created_at desc, id desc) with their authors,
-        one page at a time.
+        one page at a time. A page holds fewer than page_size posts (and a
+        next_page_token) when more would not fit in a 4 MiB response.
         """
 
     @_abc_1.abstractmethod
@@ -161,6 +182,9 @@ class PostServiceServicer(metaclass=_abc_1.ABCMeta):
         """Creates 1..1000 posts in one transaction: all or nothing. Posts are
         returned in request order. With a request_id, retries are safe as for
         CreatePost.
+        A batch whose response (the posts, each with its author) would exceed
+        4 MiB is refused and creates nothing (INVALID_ARGUMENT, reason
+        RESPONSE_TOO_LARGE): send fewer posts per call.
         """
 
     @_abc_1.abstractmethod

@@ -31,7 +31,9 @@ class _UserViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UserView.Val
     USER_VIEW_BASIC: _UserView.ValueType  # 1
     """The user's own fields only."""
     USER_VIEW_WITH_POSTS: _UserView.ValueType  # 2
-    """The user's fields and all their posts, newest first."""
+    """The user's fields and their newest posts, newest first: at most 100, and
+    no more than fit in a 4 MiB response.
+    """
 
 class UserView(_UserView, metaclass=_UserViewEnumTypeWrapper):
     """How much of a user GetUser returns."""
@@ -41,7 +43,9 @@ USER_VIEW_UNSPECIFIED: UserView.ValueType  # 0
 USER_VIEW_BASIC: UserView.ValueType  # 1
 """The user's own fields only."""
 USER_VIEW_WITH_POSTS: UserView.ValueType  # 2
-"""The user's fields and all their posts, newest first."""
+"""The user's fields and their newest posts, newest first: at most 100, and
+no more than fit in a 4 MiB response.
+"""
 Global___UserView: _TypeAlias = UserView  # noqa: Y015
 
 @_typing.final
@@ -83,7 +87,10 @@ class User(_message.Message):
 
     @_builtins.property
     def posts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Post]:
-        """The user's posts, newest first; filled only for USER_VIEW_WITH_POSTS."""
+        """The user's newest posts, newest first; filled only for
+        USER_VIEW_WITH_POSTS: at most 100, and no more than fit in a 4 MiB
+        response (ListPosts with author_id pages through all of them).
+        """
 
     def __init__(
         self,

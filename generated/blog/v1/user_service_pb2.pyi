@@ -61,7 +61,9 @@ class GetUserRequest(_message.Message):
     id: _builtins.int
     """The user's id."""
     view: _resources_pb2.UserView.ValueType
-    """BASIC (the default) or WITH_POSTS."""
+    """BASIC (the default) or WITH_POSTS (at most the 100 newest posts, and no
+    more than fit in 4 MiB).
+    """
     def __init__(
         self,
         *,
@@ -106,7 +108,8 @@ class ListUsersRequest(_message.Message):
     IS_ACTIVE_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum users to return: 0 means 50, above 1000 means 1000, negative is
-    INVALID_ARGUMENT.
+    INVALID_ARGUMENT. A page may hold fewer (with a next_page_token) when
+    more would not fit in 4 MiB: page on until next_page_token is empty.
     """
     page_token: _builtins.str
     """next_page_token from a previous call with the same filters; empty for
@@ -146,7 +149,9 @@ class ListUsersResponse(_message.Message):
     """Token for the next page; empty on the last page."""
     @_builtins.property
     def users(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.User]:
-        """One page of users, newest first."""
+        """One page of users, newest first: page_size users, or fewer when more
+        would not fit in 4 MiB.
+        """
 
     def __init__(
         self,

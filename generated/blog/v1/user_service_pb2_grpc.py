@@ -30,8 +30,12 @@ if _version_not_supported:
 class UserServiceStub:
     """Users: registration, lookup, listing, updates and password checks.
 
-    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason
-    clients can switch on; validation errors also carry a google.rpc.BadRequest.
+    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason,
+    one of blog.v1.ErrorReason, clients can switch on; validation errors also
+    carry a google.rpc.BadRequest naming the first bad fields (at most 100, and
+    only as many as keep the error under 8 KiB; the message gives the total).
+
+    No response exceeds 4 MiB, the most a gRPC client accepts by default.
     """
 
     def __init__(self, channel):
@@ -85,8 +89,12 @@ class UserServiceStub:
 class UserServiceServicer:
     """Users: registration, lookup, listing, updates and password checks.
 
-    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason
-    clients can switch on; validation errors also carry a google.rpc.BadRequest.
+    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason,
+    one of blog.v1.ErrorReason, clients can switch on; validation errors also
+    carry a google.rpc.BadRequest naming the first bad fields (at most 100, and
+    only as many as keep the error under 8 KiB; the message gives the total).
+
+    No response exceeds 4 MiB, the most a gRPC client accepts by default.
     """
 
     def CreateUser(self, request, context):
@@ -99,6 +107,9 @@ class UserServiceServicer:
 
     def GetUser(self, request, context):
         """Returns one user. NOT_FOUND (USER_NOT_FOUND) if there is no such id.
+        USER_VIEW_WITH_POSTS adds the user's newest posts, newest first: at most
+        100, and never more than fit in a 4 MiB response, read in the same
+        snapshot as the user. ListPosts with author_id pages through all of them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,6 +124,8 @@ class UserServiceServicer:
 
     def ListUsers(self, request, context):
         """Lists users newest first (created_at desc, id desc), one page at a time.
+        A page holds fewer than page_size users (and a next_page_token) when more
+        would not fit in a 4 MiB response.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -203,8 +216,12 @@ def add_UserServiceServicer_to_server(servicer, server):
 class UserService:
     """Users: registration, lookup, listing, updates and password checks.
 
-    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason
-    clients can switch on; validation errors also carry a google.rpc.BadRequest.
+    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason,
+    one of blog.v1.ErrorReason, clients can switch on; validation errors also
+    carry a google.rpc.BadRequest naming the first bad fields (at most 100, and
+    only as many as keep the error under 8 KiB; the message gives the total).
+
+    No response exceeds 4 MiB, the most a gRPC client accepts by default.
     """
 
     @staticmethod

@@ -31,8 +31,12 @@ GRPC_VERSION: str
 class UserServiceStub:
     """Users: registration, lookup, listing, updates and password checks.
 
-    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason
-    clients can switch on; validation errors also carry a google.rpc.BadRequest.
+    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason,
+    one of blog.v1.ErrorReason, clients can switch on; validation errors also
+    carry a google.rpc.BadRequest naming the first bad fields (at most 100, and
+    only as many as keep the error under 8 KiB; the message gives the total).
+
+    No response exceeds 4 MiB, the most a gRPC client accepts by default.
     """
 
     @_typing.overload
@@ -44,11 +48,18 @@ class UserServiceStub:
     Argon2id hash. ALREADY_EXISTS (EMAIL_TAKEN / USERNAME_TAKEN) when taken.
     """
     GetUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.GetUserRequest, _resources_pb2.User]
-    """Returns one user. NOT_FOUND (USER_NOT_FOUND) if there is no such id."""
+    """Returns one user. NOT_FOUND (USER_NOT_FOUND) if there is no such id.
+    USER_VIEW_WITH_POSTS adds the user's newest posts, newest first: at most
+    100, and never more than fit in a 4 MiB response, read in the same
+    snapshot as the user. ListPosts with author_id pages through all of them.
+    """
     GetUserByEmail: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.GetUserByEmailRequest, _resources_pb2.User]
     """Returns the user with this email, compared case-insensitively."""
     ListUsers: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.ListUsersRequest, _user_service_pb2.ListUsersResponse]
-    """Lists users newest first (created_at desc, id desc), one page at a time."""
+    """Lists users newest first (created_at desc, id desc), one page at a time.
+    A page holds fewer than page_size users (and a next_page_token) when more
+    would not fit in a 4 MiB response.
+    """
     UpdateUser: _grpc.UnaryUnaryMultiCallable[_user_service_pb2.UpdateUserRequest, _resources_pb2.User]
     """Updates the fields named by update_mask. With a non-empty user.etag the
     update applies only if it matches (else ABORTED, reason STALE_ETAG).
@@ -67,8 +78,12 @@ class UserServiceStub:
 class UserServiceAsyncStub(UserServiceStub):
     """Users: registration, lookup, listing, updates and password checks.
 
-    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason
-    clients can switch on; validation errors also carry a google.rpc.BadRequest.
+    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason,
+    one of blog.v1.ErrorReason, clients can switch on; validation errors also
+    carry a google.rpc.BadRequest naming the first bad fields (at most 100, and
+    only as many as keep the error under 8 KiB; the message gives the total).
+
+    No response exceeds 4 MiB, the most a gRPC client accepts by default.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -77,11 +92,18 @@ class UserServiceAsyncStub(UserServiceStub):
     Argon2id hash. ALREADY_EXISTS (EMAIL_TAKEN / USERNAME_TAKEN) when taken.
     """
     GetUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.GetUserRequest, _resources_pb2.User]  # type: ignore[assignment]
-    """Returns one user. NOT_FOUND (USER_NOT_FOUND) if there is no such id."""
+    """Returns one user. NOT_FOUND (USER_NOT_FOUND) if there is no such id.
+    USER_VIEW_WITH_POSTS adds the user's newest posts, newest first: at most
+    100, and never more than fit in a 4 MiB response, read in the same
+    snapshot as the user. ListPosts with author_id pages through all of them.
+    """
     GetUserByEmail: _aio.UnaryUnaryMultiCallable[_user_service_pb2.GetUserByEmailRequest, _resources_pb2.User]  # type: ignore[assignment]
     """Returns the user with this email, compared case-insensitively."""
     ListUsers: _aio.UnaryUnaryMultiCallable[_user_service_pb2.ListUsersRequest, _user_service_pb2.ListUsersResponse]  # type: ignore[assignment]
-    """Lists users newest first (created_at desc, id desc), one page at a time."""
+    """Lists users newest first (created_at desc, id desc), one page at a time.
+    A page holds fewer than page_size users (and a next_page_token) when more
+    would not fit in a 4 MiB response.
+    """
     UpdateUser: _aio.UnaryUnaryMultiCallable[_user_service_pb2.UpdateUserRequest, _resources_pb2.User]  # type: ignore[assignment]
     """Updates the fields named by update_mask. With a non-empty user.etag the
     update applies only if it matches (else ABORTED, reason STALE_ETAG).
@@ -99,8 +121,12 @@ class UserServiceAsyncStub(UserServiceStub):
 class UserServiceServicer(metaclass=_abc_1.ABCMeta):
     """Users: registration, lookup, listing, updates and password checks.
 
-    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason
-    clients can switch on; validation errors also carry a google.rpc.BadRequest.
+    Every error carries a google.rpc.ErrorInfo (domain "blog.v1") whose reason,
+    one of blog.v1.ErrorReason, clients can switch on; validation errors also
+    carry a google.rpc.BadRequest naming the first bad fields (at most 100, and
+    only as many as keep the error under 8 KiB; the message gives the total).
+
+    No response exceeds 4 MiB, the most a gRPC client accepts by default.
     """
 
     @_abc_1.abstractmethod
@@ -119,7 +145,11 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _user_service_pb2.GetUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.User, _abc.Awaitable[_resources_pb2.User]]:
-        """Returns one user. NOT_FOUND (USER_NOT_FOUND) if there is no such id."""
+        """Returns one user. NOT_FOUND (USER_NOT_FOUND) if there is no such id.
+        USER_VIEW_WITH_POSTS adds the user's newest posts, newest first: at most
+        100, and never more than fit in a 4 MiB response, read in the same
+        snapshot as the user. ListPosts with author_id pages through all of them.
+        """
 
     @_abc_1.abstractmethod
     def GetUserByEmail(
@@ -135,7 +165,10 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _user_service_pb2.ListUsersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_user_service_pb2.ListUsersResponse, _abc.Awaitable[_user_service_pb2.ListUsersResponse]]:
-        """Lists users newest first (created_at desc, id desc), one page at a time."""
+        """Lists users newest first (created_at desc, id desc), one page at a time.
+        A page holds fewer than page_size users (and a next_page_token) when more
+        would not fit in a 4 MiB response.
+        """
 
     @_abc_1.abstractmethod
     def UpdateUser(
