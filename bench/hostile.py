@@ -4,7 +4,10 @@ It runs in a process of its own (its event loop then adds no delay to the well-b
 clients' calls, which are the ones measured) and does the three things issue 10 reproduced:
 
 * unread streams: `streams` StreamPosts without a deadline, whose messages it never reads;
-  each is opened again as soon as the server ends it;
+  each is opened again as soon as it ends. A client that reads nothing never sees the end the
+  server gives it (the status waits behind the unread messages), so the hostile client also
+  cancels and re-opens a stream after `renew` seconds, just past the default
+  STREAM_IDLE_TIMEOUT_SECONDS: the pressure lasts for the whole soak;
 * a login flood: `logins` concurrent AuthenticateUser with a wrong password;
 * oversized pages: `pages` workers asking in turn for ListPosts and ListUsers pages of 1000
   and GetUser WITH_POSTS.
@@ -12,7 +15,7 @@ clients' calls, which are the ones measured) and does the three things issue 10 
 A call refused RESOURCE_EXHAUSTED is sent again after `backoff` seconds: the client stays
 bounded in concurrency rather than becoming a flood of requests per second (which a rate limit
 in front of the service answers, not these limits). Streams still open when the soak ends are
-cancelled and counted as "open at end".
+cancelled and counted as "open at end", those it re-opened as "renewed".
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from bench.tally import Tally, ms, repeat
 
 WRONG_PASSWORD = "not-the-password"
 OPEN_AT_END = "open at end"
+RENEWED = "renewed"
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class Hostile:
     logins: int = 200
     pages: int = 8
     backoff: float = 1.0
+    renew: float = 35.0
 
 
 def ready() -> None:
@@ -49,7 +54,7 @@ def ready() -> None:
 
 
 async def _unread_streams(
-    channel: grpc.aio.Channel, call: Call, end: float, tally: Tally, backoff: float
+    channel: grpc.aio.Channel, call: Call, end: float, tally: Tally, hostile: Hostile
 ) -> None:
     stub = channel.unary_stream(call.method, None, None)
     name = call.name + " unread"
@@ -57,12 +62,13 @@ async def _unread_streams(
         began = time.perf_counter_ns()
         stream = stub(call.payload)  # no deadline, like the attack in issue 10
         try:
-            # The status arrives without reading a message (it is received from the start).
-            code = await asyncio.wait_for(stream.code(), left)
+            # A status is received without reading a message, if the server can send it.
+            code = await asyncio.wait_for(stream.code(), min(left, hostile.renew))
         except TimeoutError:
             stream.cancel()
-            tally.count(name, time.perf_counter_ns() - began, OPEN_AT_END)
-            return
+            renewed = hostile.renew < left
+            tally.count(name, time.perf_counter_ns() - began, RENEWED if renewed else OPEN_AT_END)
+            continue
         nanos = time.perf_counter_ns() - began
         if code is grpc.StatusCode.OK:
             tally.count(name, nanos, "OK")
@@ -71,7 +77,7 @@ async def _unread_streams(
         label = f"{pyclient.code_name(code)} {reason}".strip()
         tally.count(name, nanos, label, (await stream.details() or "")[:200])
         if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-            await asyncio.sleep(backoff)
+            await asyncio.sleep(hostile.backoff)
 
 
 async def attack(target: str, end: float, data: Dataset, hostile: Hostile) -> Tally:
@@ -91,7 +97,7 @@ async def attack(target: str, end: float, data: Dataset, hostile: Hostile) -> Ta
 
     backoff = hostile.backoff
     await asyncio.gather(
-        *(_unread_streams(streams, stream, end, tally, backoff) for _ in range(hostile.streams)),
+        *(_unread_streams(streams, stream, end, tally, hostile) for _ in range(hostile.streams)),
         *(
             repeat(logins, rotated(wrong, i), end, tally, suffix=" wrong password", backoff=backoff)
             for i in range(hostile.logins)

@@ -152,11 +152,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hostile-logins", type=int, default=defaults.logins)
     parser.add_argument("--hostile-pages", type=int, default=defaults.pages)
     parser.add_argument("--hostile-backoff", type=float, default=defaults.backoff)
+    parser.add_argument("--hostile-renew", type=float, default=defaults.renew)
     args = parser.parse_args(argv)
     import uvloop
 
     hostile = Hostile(
-        args.hostile_streams, args.hostile_logins, args.hostile_pages, args.hostile_backoff
+        args.hostile_streams,
+        args.hostile_logins,
+        args.hostile_pages,
+        args.hostile_backoff,
+        args.hostile_renew,
     )
     extra = f" and a hostile client {hostile}" if args.hostile else ""
     print(f"soak: {args.clients} clients for {args.seconds:.0f} s against {args.target}{extra}")
