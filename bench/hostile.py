@@ -86,11 +86,9 @@ async def attack(target: str, end: float, data: Dataset, hostile: Hostile) -> Ta
     tally = Tally(reasons=True)
     stream = scenarios.stream_posts()[0]
     wrong = scenarios.authenticate(data, 64, password=WRONG_PASSWORD)
-    big = (
-        scenarios.list_posts(page_size=1000)
-        + scenarios.list_users(page_size=1000)
-        + scenarios.get_user(data, 64, view=res_pb.USER_VIEW_WITH_POSTS)
-    )
+    (posts,), (users,) = scenarios.list_posts(page_size=1000), scenarios.list_users(page_size=1000)
+    with_posts = scenarios.get_user(data, 64, view=res_pb.USER_VIEW_WITH_POSTS)
+    big = tuple(c for user in with_posts for c in (posts, users, user))  # the three in turn
 
     def rotated(calls: tuple[Call, ...], index: int) -> itertools.islice[Call]:
         return itertools.islice(itertools.cycle(calls), index * 7 % len(calls), None)
