@@ -16,11 +16,12 @@ import itertools
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 
 from bench import model
 from bench.model import Call, LoadResult, Workload
@@ -40,6 +41,21 @@ def code_name(code: grpc.StatusCode) -> str:
 def error_text(error: grpc.aio.AioRpcError) -> str:
     """An error line as ghz prints it."""
     return f"rpc error: code = {code_name(error.code())} desc = {(error.details() or '')[:200]}"
+
+
+def reason(metadata: Iterable[Any] | None) -> str:
+    """The ErrorInfo reason a failed call's trailing metadata carries ("" if it has none).
+
+    `metadata` is (key, value) pairs: aio.Metadata, or what AioRpcError.trailing_metadata()
+    returns (grpc-stubs types it otherwise)."""
+    for key, value in metadata or ():
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            for detail in status_pb2.Status.FromString(value).details:
+                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                    info = error_details_pb2.ErrorInfo()
+                    detail.Unpack(info)
+                    return str(info.reason)
+    return ""
 
 
 def channels(target: str, count: int) -> list[grpc.aio.Channel]:

@@ -42,10 +42,11 @@ def _calls(method: str, messages: Sequence[Message], weight: float = 1.0) -> tup
     return tuple(Call(method, m.SerializeToString(), weight) for m in messages)
 
 
-def get_user(data: Dataset, k: int) -> tuple[Call, ...]:
-    return _calls(
-        USERS + "GetUser", [user_pb.GetUserRequest(id=u[0]) for u in data.sample_users[:k]]
-    )
+def get_user(
+    data: Dataset, k: int, view: res_pb.UserView.ValueType = res_pb.USER_VIEW_UNSPECIFIED
+) -> tuple[Call, ...]:
+    msgs = [user_pb.GetUserRequest(id=u[0], view=view) for u in data.sample_users[:k]]
+    return _calls(USERS + "GetUser", msgs)
 
 
 def get_user_by_email(data: Dataset, k: int) -> tuple[Call, ...]:
@@ -53,12 +54,14 @@ def get_user_by_email(data: Dataset, k: int) -> tuple[Call, ...]:
     return _calls(USERS + "GetUserByEmail", msgs)
 
 
-def list_users(query: str = "") -> tuple[Call, ...]:
-    return _calls(USERS + "ListUsers", [user_pb.ListUsersRequest(page_size=50, query=query)])
+def list_users(query: str = "", page_size: int = 50) -> tuple[Call, ...]:
+    msgs = [user_pb.ListUsersRequest(page_size=page_size, query=query)]
+    return _calls(USERS + "ListUsers", msgs)
 
 
-def list_posts(token: str = "") -> tuple[Call, ...]:
-    return _calls(POSTS + "ListPosts", [post_pb.ListPostsRequest(page_size=50, page_token=token)])
+def list_posts(token: str = "", page_size: int = 50) -> tuple[Call, ...]:
+    msgs = [post_pb.ListPostsRequest(page_size=page_size, page_token=token)]
+    return _calls(POSTS + "ListPosts", msgs)
 
 
 def create_post(data: Dataset, k: int) -> tuple[Call, ...]:
@@ -82,9 +85,10 @@ def update_post(data: Dataset, k: int) -> tuple[Call, ...]:
     return _calls(POSTS + "UpdatePost", msgs)
 
 
-def authenticate(data: Dataset, k: int) -> tuple[Call, ...]:
+def authenticate(data: Dataset, k: int, password: str = PASSWORD) -> tuple[Call, ...]:
+    """Logins by e-mail and by username in turn (a wrong `password` fails every one)."""
     msgs = [
-        user_pb.AuthenticateUserRequest(login=u[1] if i % 2 else u[2], password=PASSWORD)
+        user_pb.AuthenticateUserRequest(login=u[1] if i % 2 else u[2], password=password)
         for i, u in enumerate(data.sample_users[:k])
     ]
     return _calls(USERS + "AuthenticateUser", msgs)
