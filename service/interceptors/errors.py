@@ -16,6 +16,7 @@ from grpc_status import rpc_status
 
 from service.domain import errors
 from service.interceptors.base import CallInterceptor
+from service.interceptors.outcome import ClientGone
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,8 @@ class ErrorInterceptor(CallInterceptor):
             yield
         except errors.DomainError as error:
             await _abort(context, status_of(error))
-        except (aio.AbortError, aio.UsageError):
-            raise
+        except (aio.AbortError, aio.UsageError, ClientGone):
+            raise  # a status already on its way, or no one left to send one to
         except Exception:
             # The log line carries the request id (logging filter); the client gets no SQL,
             # no stack trace and no hash, only the id to quote.
@@ -129,5 +130,6 @@ class ErrorInterceptor(CallInterceptor):
 
 async def _abort(context: aio.ServicerContext[Any, Any], status: grpc.Status) -> None:
     # Like abort_with_status, but keeps the trailing metadata already set (the request id).
+    # If the client left meanwhile this raises ClientGone, and the call reports CANCELLED.
     trailing = (*(context.trailing_metadata() or ()), *status.trailing_metadata)
     await context.abort(status.code, status.details, trailing_metadata=trailing)

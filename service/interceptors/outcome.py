@@ -11,6 +11,11 @@ from typing import Any
 
 import grpc
 from grpc import aio
+from grpc._cython.cygrpc import ExecuteBatchError  # type: ignore[import-not-found]
+
+# What grpc.aio raises when a write or the status can no longer be sent: the client cancelled,
+# or its connection is gone (e.g. a stream ended for idling whose client then went away).
+ClientGone = ExecuteBatchError
 
 
 def received_code(
@@ -28,4 +33,6 @@ def received_code(
         remaining = context.time_remaining()
         expired = remaining is not None and remaining <= 0
         return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+    if isinstance(error, ClientGone):
+        return grpc.StatusCode.CANCELLED  # nothing more reached the client
     return grpc.StatusCode.UNKNOWN
