@@ -245,8 +245,10 @@ async def run_mix(address: str) -> tuple[list[str], collections.Counter[str], fl
 
 async def serve(url: str, **overrides: object) -> Server:
     # Each engine may open 4 + 4 connections: together more than PgBouncer's 3 server
-    # connections, and 32 clients queue for them.
-    server = Server(make_settings(url, DB_POOL_SIZE=4, DB_MAX_OVERFLOW=4, **overrides))
+    # connections, and 32 clients queue for them. This is about PgBouncer, not capacity: any
+    # of the 32 may stream or hash a password at once without being refused.
+    limits = {"MAX_STREAMS": 32, "PASSWORD_HASH_QUEUE": 32}
+    server = Server(make_settings(url, DB_POOL_SIZE=4, DB_MAX_OVERFLOW=4, **limits, **overrides))
     await server.start()
     return server
 
