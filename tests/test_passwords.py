@@ -210,7 +210,7 @@ async def test_a_flood_of_wrong_logins_cannot_slow_other_clients_writes(
     assert len(refused) >= 100, len(refused)
     # Refused at once, whether or not the login exists.
     assert {name == "flooded" for name, _ in refused} == {True, False}
-    # Refused without waiting for a hash: far sooner than the logins that were checked.
+    # Refused without waiting for a hash: sooner than the logins that were checked.
     checked = [seconds for code, _, seconds in outcomes if code.name == "UNAUTHENTICATED"]
     assert statistics.median(s for _, s in refused) < statistics.median(checked)
     assert latencies and statistics.median(latencies) < 0.5, latencies
