@@ -56,6 +56,11 @@ class SessionInterceptor(CallInterceptor):
         try:
             async with deadline:
                 yield
+                # gRPC cancels a call when its deadline passes, but on a busy loop that can come
+                # late: a write whose client has already read DEADLINE_EXCEEDED must not commit.
+                remaining = context.time_remaining()
+                if remaining is not None and remaining <= 0:
+                    raise DeadlineExceeded("the deadline passed before the call could commit")
                 await session.commit()
         except BaseException as error:
             # The session decides from this what state its connection is in (service.db.session).
