@@ -61,16 +61,18 @@ def channel(service: ServerProcess) -> Iterator[grpc.Channel]:
 
 
 def control(pg: EmbeddedPostgres, action: str, mode: str = "fast") -> None:
-    """pg.stop()/start(), retried once: pg_ctl is forked from a process running gRPC threads,
-    and a fork child has been seen to fail before exec there (a test-harness artefact)."""
-    for attempt in (1, 2):
+    """pg.stop()/start(), retried: pg_ctl is forked from a process running gRPC threads, and a
+    fork child has been seen to fail before exec there (a test-harness artefact), the more often
+    the more threads are calling into gRPC at that moment."""
+    attempts = 5
+    for attempt in range(1, attempts + 1):
         try:
             pg.stop(mode) if action == "stop" else pg.start()
             return
         except RuntimeError:
-            if attempt == 2:
+            if attempt == attempts:
                 raise
-            time.sleep(0.2)
+            time.sleep(0.1)
 
 
 def outcome(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str, float]:
