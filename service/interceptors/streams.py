@@ -63,20 +63,57 @@ class StreamLimitInterceptor(CallInterceptor):
 
         async def write_with_limits(request: Any, context: aio.ServicerContext[Any, Any]) -> None:
             async with around(method, context), aclosing(stream(request, context)) as messages:
-                async for message in messages:
-                    try:
-                        async with asyncio.timeout(idle_timeout):
-                            await context.write(message)
-                    except TimeoutError:
-                        # Leaving the `aclosing` block closes the inner generator first, so
-                        # the session (connection, snapshot) is released right now.
-                        raise ResourceExhausted(
-                            f"the client read nothing for {idle_timeout:g} s: stream ended",
-                            reason=ErrorReason.STREAM_IDLE_TIMEOUT,
-                        ) from None
+                watchdog = _IdleWatchdog(idle_timeout)
+                try:
+                    async for message in messages:
+                        await context.write(message)
+                        watchdog.written += 1
+                except asyncio.CancelledError:
+                    if not watchdog.fired:
+                        raise  # the client cancelled, or its deadline passed
+                    # Leaving the `aclosing` block closes the inner generator first, so the
+                    # session (connection, snapshot) is released right now.
+                    raise ResourceExhausted(
+                        f"the client read nothing for {idle_timeout:g} s: stream ended",
+                        reason=ErrorReason.STREAM_IDLE_TIMEOUT,
+                    ) from None
+                finally:
+                    watchdog.stop()
 
         return grpc.unary_stream_rpc_method_handler(
             write_with_limits,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+class _IdleWatchdog:
+    """Cancels the current task once no message has been written for `timeout` seconds.
+
+    One timer a quarter of the timeout apart, not a timeout per message: a stream writes
+    thousands of messages a second, and all a message costs is the counter.
+    """
+
+    __slots__ = ("_handle", "_last", "_since", "_task", "_timeout", "fired", "written")
+
+    def __init__(self, timeout: float) -> None:
+        self._task = asyncio.current_task()
+        self._timeout = timeout
+        self.written = 0
+        self.fired = False
+        self._last = -1
+        self._since = asyncio.get_running_loop().time()
+        self._handle = asyncio.get_running_loop().call_later(timeout / 4, self._check)
+
+    def _check(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.written != self._last:
+            self._last, self._since = self.written, loop.time()
+        elif loop.time() - self._since >= self._timeout and self._task is not None:
+            self.fired = True
+            self._task.cancel()
+            return
+        self._handle = loop.call_later(self._timeout / 4, self._check)
+
+    def stop(self) -> None:
+        self._handle.cancel()
