@@ -383,3 +383,22 @@ def test_streams_whose_request_never_arrives_are_ended_and_free_their_place(
             with pytest.raises(grpc.RpcError) as caught:
                 stub.GetUser(user_service_pb2.GetUserRequest(id=10**9), timeout=5)
             assert caught.value.code() == grpc.StatusCode.NOT_FOUND  # served, not refused
+
+
+async def test_a_stream_slow_to_find_its_rows_is_not_idle(
+    small_server: Server, db: asyncpg.Connection, db_pool: asyncpg.Pool
+) -> None:
+    """Only a write waiting for the client counts as idle: a stream whose query waits 3 s on a
+    lock (past the 2 s idle timeout) and then delivers, to a client that reads, ends OK."""
+    author = await _author_with_posts(db, "patient", 20, 100)
+    async with aio.insecure_channel(f"127.0.0.1:{small_server.port}") as channel:
+        stub: Any = post_service_pb2_grpc.PostServiceStub(channel)
+        async with db_pool.acquire() as locker:
+            transaction = locker.transaction()
+            await transaction.start()
+            await locker.execute("LOCK TABLE posts IN ACCESS EXCLUSIVE MODE")
+            call = stub.StreamPosts(post_service_pb2.StreamPostsRequest(author_id=author))
+            await asyncio.sleep(3.0)
+            await transaction.rollback()
+        received = [post async for post in call]
+    assert len(received) == 20

@@ -63,11 +63,13 @@ class StreamLimitInterceptor(CallInterceptor):
 
         async def write_with_limits(request: Any, context: aio.ServicerContext[Any, Any]) -> None:
             async with around(method, context), aclosing(stream(request, context)) as messages:
+                loop = asyncio.get_running_loop()
                 watchdog = _IdleWatchdog(idle_timeout)
                 try:
                     async for message in messages:
+                        watchdog.writing_since = loop.time()
                         await context.write(message)
-                        watchdog.written += 1
+                        watchdog.writing_since = None
                 except asyncio.CancelledError:
                     if not watchdog.fired:
                         raise  # the client cancelled, or its deadline passed
@@ -88,28 +90,26 @@ class StreamLimitInterceptor(CallInterceptor):
 
 
 class _IdleWatchdog:
-    """Cancels the current task once no message has been written for `timeout` seconds.
+    """Cancels the current task once one write has waited `timeout` seconds for the client.
 
-    One timer a quarter of the timeout apart, not a timeout per message: a stream writes
-    thousands of messages a second, and all a message costs is the counter.
+    Only a pending write counts: a stream whose next row takes long to find is not idle. One
+    timer a quarter of the timeout apart, not a timeout per message: a stream writes thousands
+    of messages a second, and all a message costs is noting when its write began.
     """
 
-    __slots__ = ("_handle", "_last", "_since", "_task", "_timeout", "fired", "written")
+    __slots__ = ("_handle", "_task", "_timeout", "fired", "writing_since")
 
     def __init__(self, timeout: float) -> None:
         self._task = asyncio.current_task()
         self._timeout = timeout
-        self.written = 0
         self.fired = False
-        self._last = -1
-        self._since = asyncio.get_running_loop().time()
+        self.writing_since: float | None = None
         self._handle = asyncio.get_running_loop().call_later(timeout / 4, self._check)
 
     def _check(self) -> None:
         loop = asyncio.get_running_loop()
-        if self.written != self._last:
-            self._last, self._since = self.written, loop.time()
-        elif loop.time() - self._since >= self._timeout and self._task is not None:
+        since = self.writing_since
+        if since is not None and loop.time() - since >= self._timeout and self._task is not None:
             self.fired = True
             self._task.cancel()
             return
