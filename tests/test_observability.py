@@ -23,16 +23,20 @@ NEW_PASSWORD = f"Pw2-{uuid.uuid4().hex}-secret"
 AUTH = [("authorization", f"Bearer {TOKEN}")]
 
 
-@pytest.fixture(scope="module")
-def observed(database_url: str) -> Iterator[ServerProcess]:
-    env = {
+def observed_env(database_url: str, token: str) -> dict[str, str]:
+    """A server that logs JSON at INFO, serves metrics and requires `token`."""
+    return {
         "DATABASE_URL": database_url,
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",
         "METRICS_PORT": str(free_port()),
-        "AUTH_TOKENS": TOKEN,
+        "AUTH_TOKENS": token,
     }
-    with ServerProcess(env) as process:
+
+
+@pytest.fixture(scope="module")
+def observed(database_url: str) -> Iterator[ServerProcess]:
+    with ServerProcess(observed_env(database_url, TOKEN)) as process:
         yield process
 
 

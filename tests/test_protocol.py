@@ -18,8 +18,14 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from tests.support import ServerProcess, free_port, rich_error
-from tests.test_observability import _counter, response_request_ids, scrape, wait_for_entry
+from tests.support import ServerProcess, rich_error
+from tests.test_observability import (
+    _counter,
+    observed_env,
+    response_request_ids,
+    scrape,
+    wait_for_entry,
+)
 
 TOKEN = f"tok-{uuid.uuid4().hex}"
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
@@ -33,14 +39,7 @@ TRUNCATED_STRING = b"\x12\x05ab"  # field 2, a string of 5 bytes of which 2 arri
 
 @pytest.fixture(scope="module")
 def served(database_url: str) -> Iterator[ServerProcess]:
-    env = {
-        "DATABASE_URL": database_url,
-        "LOG_FORMAT": "json",
-        "LOG_LEVEL": "INFO",
-        "METRICS_PORT": str(free_port()),
-        "AUTH_TOKENS": TOKEN,
-    }
-    with ServerProcess(env) as process:
+    with ServerProcess(observed_env(database_url, TOKEN)) as process:
         yield process
 
 
