@@ -44,6 +44,14 @@ def _newest_first(after: Cursor | None, rows: Sequence[R]) -> list[R]:
     return [r for r in ordered if (r.created_at, r.id) < (after.created_at, after.id)]
 
 
+def _bumped(row: R | None, values: dict[str, Any], expected: int | None, now: datetime) -> R | None:
+    """`row` with `values` applied and its version bumped; None when it is missing or not at
+    the expected version (the UPDATE ... WHERE version = :expected of the real repositories)."""
+    if row is None or (expected is not None and row.version != expected):
+        return None
+    return replace(row, **values, version=row.version + 1, updated_at=now)
+
+
 class FakeDatabase:
     """What the in-memory repositories share: their rows, one clock, and a journal of the
     calls made to them in order (so a test can say what a use case did, and when)."""
@@ -128,10 +136,9 @@ class InMemoryUsers:
         self, row_id: int, values: dict[str, Any], *, expected_version: int | None
     ) -> UserRecord | None:
         self._db.journal.append("users.update")
-        user = self.rows.get(row_id)
-        if user is None or (expected_version is not None and user.version != expected_version):
+        changed = _bumped(self.rows.get(row_id), values, expected_version, self._db.now)
+        if changed is None:
             return None
-        changed = replace(user, **values, version=user.version + 1, updated_at=self._db.now)
         self._taken(row_id, changed.email, changed.username)
         self.rows[row_id] = changed
         return changed
@@ -263,10 +270,9 @@ class InMemoryPosts:
         self, row_id: int, values: dict[str, Any], *, expected_version: int | None
     ) -> PostRecord | None:
         self._db.journal.append("posts.update")
-        post = self.rows.get(row_id)
-        if post is None or (expected_version is not None and post.version != expected_version):
+        changed = _bumped(self.rows.get(row_id), values, expected_version, self._db.now)
+        if changed is None:
             return None
-        changed = replace(post, **values, version=post.version + 1, updated_at=self._db.now)
         self.rows[row_id] = changed
         return self._current(changed)
 
