@@ -4,6 +4,7 @@ and CPU and RSS summed over the process tree (psutil)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import grpc
@@ -17,14 +18,24 @@ WORKERS = 2
 GET_USER = [("blog.v1.UserService", "GetUser")]
 
 
+def _all_workers_serve_metrics(server: servers.Server, urls: list[str]) -> metrics.Samples:
+    """A scrape of every worker's endpoint: each worker starts its own after it forks, so the
+    service can answer health checks (from one worker) before the other's endpoint is up."""
+    for _ in range(150):
+        samples = metrics.settle(urls)
+        if samples is not None:
+            return samples
+        time.sleep(0.2)
+    raise AssertionError(f"a metrics endpoint never answered:\n{server.log.read_text()[-3000:]}")
+
+
 def test_readings_of_a_two_worker_service_sum_every_process(
     database_url: str, tmp_path: Path
 ) -> None:
     server, metrics_port = servers.start_service(database_url, WORKERS, tmp_path, "service")
     try:
         urls = [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in range(WORKERS)]
-        before = metrics.settle(urls)
-        assert before is not None, "a worker's metrics endpoint did not answer"
+        before = _all_workers_serve_metrics(server, urls)
         cpu_before = procstat.cpu_seconds(server.pid)
         missing = 6
         for i in range(missing):
