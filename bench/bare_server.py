@@ -31,6 +31,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from bench import fakedata
 
 _EPOCH = 1_600_000_000
+WITH_POSTS = 20  # bench.seed.PROLIFIC_POSTS: posts of a GetUser WITH_POSTS answer
 
 
 def _ts(seconds: int) -> Timestamp:
@@ -76,7 +77,14 @@ class BareUsers(user_grpc.UserServiceServicer):
         return user
 
     async def GetUser(self, request: Any, context: Any) -> res_pb.User:
-        return _user(request.id)
+        user = _user(request.id)
+        if request.view == res_pb.USER_VIEW_WITH_POSTS:  # as many as the bench's authors have
+            posts = [_post(request.id * WITH_POSTS + i) for i in range(WITH_POSTS)]
+            for post in posts:
+                post.author_id = request.id
+                post.author.CopyFrom(_user(request.id))  # SPEC: every Post carries its author
+            user.posts.extend(posts)
+        return user
 
     async def GetUserByEmail(self, request: Any, context: Any) -> res_pb.User:
         user = _user(1)

@@ -35,7 +35,16 @@ class Outcome:
     def ratio(self) -> float | None:
         if self.bare is None or not self.bare.rate:
             return None
+        if self.kind == "auth":  # refused or failed logins hashed nothing
+            return ok_rate(self.result) / self.bare.rate
         return self.result.rate / self.bare.rate
+
+
+def ok_rate(r: LoadResult) -> float:
+    """Successful calls/s (every call when no source counted status codes)."""
+    secs = r.total_ns / 1e9 or 1
+    ok = r.status_codes.get("OK", r.status_codes.get("OK (unverified)", r.count))
+    return ok / secs
 
 
 def percentiles(latencies: list[int]) -> list[tuple[int, int]]:

@@ -49,6 +49,15 @@ def get_user(
     return _calls(USERS + "GetUser", msgs)
 
 
+def get_user_with_posts(data: Dataset, k: int) -> tuple[Call, ...]:
+    """GetUser WITH_POSTS of authors of exactly PROLIFIC_POSTS posts (one user, 20 posts)."""
+    msgs = [
+        user_pb.GetUserRequest(id=uid, view=res_pb.USER_VIEW_WITH_POSTS)
+        for uid in data.prolific_users[:k]
+    ]
+    return _calls(USERS + "GetUser", msgs)
+
+
 def get_user_by_email(data: Dataset, k: int) -> tuple[Call, ...]:
     msgs = [user_pb.GetUserByEmailRequest(email=u[1]) for u in data.sample_users[:k]]
     return _calls(USERS + "GetUserByEmail", msgs)
@@ -72,6 +81,25 @@ def create_post(data: Dataset, k: int) -> tuple[Call, ...]:
         for i, u in enumerate(data.sample_users[:k])
     ]
     return _calls(POSTS + "CreatePost", msgs)
+
+
+def batch_create_posts(data: Dataset, k: int, size: int = 100) -> tuple[Call, ...]:
+    """BatchCreatePosts of `size` posts by one author each, no request_id (every call creates)."""
+    msgs = [
+        post_pb.BatchCreatePostsRequest(
+            requests=[
+                post_pb.CreatePostRequest(
+                    author_id=u[0],
+                    title=f"Bench batch post {i}.{j}",
+                    content=fakedata.content(i * size + j),
+                    published=True,
+                )
+                for j in range(size)
+            ]
+        )
+        for i, u in enumerate(data.sample_users[:k])
+    ]
+    return _calls(POSTS + "BatchCreatePosts", msgs)
 
 
 def update_post(data: Dataset, k: int) -> tuple[Call, ...]:
@@ -111,22 +139,68 @@ def stream_posts() -> tuple[Call, ...]:
     return _calls(POSTS + "StreamPosts", [post_pb.StreamPostsRequest()])
 
 
-def build(data: Dataset, base: Workload, deep_token: str, stream_limit: int) -> list[Scenario]:
-    """Every scenario in run order, timed and sized like `base` (its `calls` are ignored)."""
+FLEET_CONCURRENCY, FLEET_CONNECTIONS = 256, 64
+FLEET = f" @{FLEET_CONCURRENCY}/{FLEET_CONNECTIONS}"
+
+
+def _reads(data: Dataset, conns: int, deep_token: str) -> list[tuple[str, tuple[Call, ...]]]:
+    """The read scenarios' (name, calls), with `conns` distinct requests where there are many."""
+    query = fakedata.FIRST_NAMES[7]
+    return [
+        ("GetUser", get_user(data, conns)),
+        ("GetUser WITH_POSTS", get_user_with_posts(data, conns)),
+        ("GetUserByEmail", get_user_by_email(data, conns)),
+        ("ListUsers", list_users()),
+        ("ListPosts", list_posts()),
+        ("ListPosts deep page", list_posts(deep_token)),
+        (f"ListUsers query={query!r}", list_users(query)),
+    ]
+
+
+def _shape(name: str) -> str:
+    """The bare run a read compares with: the deep page and the query look like page 1 to it."""
+    return name.split(" ")[0] if name.startswith(("ListPosts", "ListUsers")) else name
+
+
+def build(
+    data: Dataset, base: Workload, deep_token: str, stream_limit: int, auth_capacity: int
+) -> list[Scenario]:
+    """Every scenario in run order, timed and sized like `base` (its `calls` are ignored).
+
+    `auth_capacity` is the calls the service hashes or queues at once (PASSWORD_HASH_THREADS +
+    PASSWORD_HASH_QUEUE): AuthenticateUser runs with that many in flight, so that it measures
+    hashing through the service rather than how fast the excess is refused.
+    """
     conns = base.connections
 
     def w(name: str, calls: tuple[Call, ...], **changes: object) -> Workload:
         return replace(base, name=name, calls=calls, **changes)  # type: ignore[arg-type]
 
-    query = fakedata.FIRST_NAMES[7]
-    out = [
-        Scenario(w("GetUser", get_user(data, conns)), "read", "GetUser"),
-        Scenario(w("GetUserByEmail", get_user_by_email(data, conns)), "read", "GetUserByEmail"),
-        Scenario(w("ListUsers", list_users()), "read", "ListUsers"),
-        Scenario(w("ListPosts", list_posts()), "read", "ListPosts"),
-        Scenario(w("ListPosts deep page", list_posts(deep_token)), "read", "ListPosts"),
-        Scenario(w(f"ListUsers query={query!r}", list_users(query)), "read", "ListUsers"),
+    reads = [
+        Scenario(w(name, calls), "read", _shape(name))
+        for name, calls in _reads(data, conns, deep_token)
+    ]
+    # What a fleet of callers looks like: many connections, 4 calls in flight on each.
+    fleet = [
+        Scenario(
+            w(
+                name + FLEET,
+                calls,
+                concurrency=FLEET_CONCURRENCY,
+                connections=FLEET_CONNECTIONS,
+            ),
+            "read",
+            _shape(name) + FLEET,
+        )
+        for name, calls in _reads(data, FLEET_CONNECTIONS, deep_token)
+    ]
+    auth = min(base.concurrency, auth_capacity)
+    return [
+        *reads,
         Scenario(w("CreatePost", create_post(data, conns)), "write", "CreatePost"),
+        Scenario(
+            w("BatchCreatePosts", batch_create_posts(data, conns)), "write", "BatchCreatePosts"
+        ),
         # a connection and a stream per post: concurrent updates of one row queue on its lock
         Scenario(
             w("UpdatePost", update_post(data, base.concurrency), connections=base.concurrency),
@@ -134,7 +208,11 @@ def build(data: Dataset, base: Workload, deep_token: str, stream_limit: int) -> 
             "UpdatePost",
         ),
         Scenario(w("Mix 80/20", mix(data)), "mix", "Mix 80/20"),
-        Scenario(w("AuthenticateUser", authenticate(data, conns)), "auth", "AuthenticateUser"),
+        Scenario(
+            w("AuthenticateUser", authenticate(data, conns), concurrency=auth),
+            "auth",
+            "AuthenticateUser",
+        ),
         Scenario(
             w(
                 "StreamPosts",
@@ -147,5 +225,5 @@ def build(data: Dataset, base: Workload, deep_token: str, stream_limit: int) -> 
             "stream",
             "StreamPosts",
         ),
+        *fleet,
     ]
-    return out

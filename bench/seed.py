@@ -6,6 +6,8 @@ can be measured; rows get
 distinct created_at values spread over three years; ids are explicit (then the identity
 sequences are moved past them). Only the missing rows are added; VACUUM ANALYZE runs after.
 Returns a `Dataset`: a random sample of real ids, e-mails and usernames to build requests from.
+`PROLIFIC` authors have exactly `PROLIFIC_POSTS` posts (GetUser WITH_POSTS): random authorship
+gives ~5 posts a user and almost nobody 20, so the seed tops up that many users to 20 posts.
 
     python -m bench.seed [--database-url postgresql+asyncpg://postgres@127.0.0.1/bench]
 
@@ -21,7 +23,7 @@ import contextlib
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import asyncpg  # type: ignore[import-untyped, unused-ignore]
@@ -30,6 +32,7 @@ from bench import fakedata
 
 PASSWORD = "bench-password"
 USERS, POSTS = 100_000, 500_000
+PROLIFIC, PROLIFIC_POSTS = 64, 20
 SPAN = timedelta(days=3 * 365)
 _USER_COLUMNS = ["id", "email", "username", "hashed_password", "is_active", "created_at"]
 _POST_COLUMNS = ["id", "author_id", "title", "content", "published", "created_at"]
@@ -43,6 +46,7 @@ class Dataset:
     posts: int
     sample_users: list[tuple[int, str, str]]
     sample_posts: list[int]
+    prolific_users: list[int] = field(default_factory=list)  # authors of PROLIFIC_POSTS posts
 
 
 def asyncpg_dsn(url: str) -> str:
@@ -108,6 +112,41 @@ async def _add_posts(conn: asyncpg.Connection, count: int, rng: random.Random) -
     await conn.execute("SELECT setval(pg_get_serial_sequence('posts', 'id'), max(id)) FROM posts")
 
 
+async def _add_prolific(conn: asyncpg.Connection, rng: random.Random) -> None:
+    """Tops up users of fewer than PROLIFIC_POSTS posts until PROLIFIC have exactly that many."""
+    have = await _prolific(conn)
+    missing = PROLIFIC - len(have)
+    if missing <= 0:
+        return
+    short = await conn.fetch(
+        "SELECT u.id, count(p.id) AS n FROM users u LEFT JOIN posts p ON p.author_id = u.id "
+        "WHERE u.email LIKE $1 GROUP BY u.id HAVING count(p.id) < $2 ORDER BY u.id LIMIT $3",
+        f"%@{fakedata.EMAIL_DOMAIN}",
+        PROLIFIC_POSTS,
+        missing,
+    )
+    first = int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM posts")) + 1
+    authors = [r["id"] for r in short for _ in range(PROLIFIC_POSTS - r["n"])]
+    rows = [
+        (n, author, fakedata.title(n), fakedata.content(n), True, created)
+        for n, author, created in zip(
+            range(first, first + len(authors)), authors, _times(len(authors), rng), strict=True
+        )
+    ]
+    await conn.copy_records_to_table("posts", records=rows, columns=_POST_COLUMNS)
+    await conn.execute("SELECT setval(pg_get_serial_sequence('posts', 'id'), max(id)) FROM posts")
+
+
+async def _prolific(conn: asyncpg.Connection) -> list[int]:
+    rows = await conn.fetch(
+        "SELECT author_id FROM posts GROUP BY author_id HAVING count(*) = $1 "
+        "ORDER BY author_id LIMIT $2",
+        PROLIFIC_POSTS,
+        PROLIFIC,
+    )
+    return [r["author_id"] for r in rows]
+
+
 async def seed(url: str, users: int = USERS, posts: int = POSTS, log: bool = True) -> Dataset:
     """Brings the database at `url` to at least `users` users and `posts` posts."""
     conn = await asyncpg.connect(asyncpg_dsn(url))
@@ -118,6 +157,9 @@ async def seed(url: str, users: int = USERS, posts: int = POSTS, log: bool = Tru
         if have_users >= users and have_posts >= posts:
             if log:
                 print(f"seed: reusing {have_users} users and {have_posts} posts")
+            if len(await _prolific(conn)) < PROLIFIC:  # a data set seeded before they existed
+                await _add_prolific(conn, rng)
+                await conn.execute("VACUUM ANALYZE posts")
         else:
             async with conn.transaction():
                 # GIN (trigram) indexes absorb a bulk load faster through a larger pending list
@@ -127,6 +169,7 @@ async def seed(url: str, users: int = USERS, posts: int = POSTS, log: bool = Tru
                     await _add_users(conn, users - have_users, rng)
                 if have_posts < posts:
                     await _add_posts(conn, posts - have_posts, rng)
+                await _add_prolific(conn, rng)
             # VACUUM also flushes the GIN pending lists and sets the visibility map
             await conn.execute("VACUUM ANALYZE users")
             await conn.execute("VACUUM ANALYZE posts")
@@ -155,6 +198,7 @@ async def _sample(conn: asyncpg.Connection, size: int = 256) -> Dataset:
         posts=int(await conn.fetchval("SELECT count(*) FROM posts")),
         sample_users=[(r["id"], r["email"], r["username"]) for r in users],
         sample_posts=[r["id"] for r in posts],
+        prolific_users=await _prolific(conn),
     )
 
 

@@ -44,6 +44,12 @@ log = logging.getLogger(__name__)
 _PENDING_SOFT_LIMIT = 20_000
 
 
+def _connection_age(seconds: float) -> list[tuple[str, int]]:
+    """GOAWAY after `seconds` (0: never). No grace option: calls in flight, long streams too,
+    finish on the old connection however long they take (core's default grace is unbounded)."""
+    return [("grpc.max_connection_age_ms", round(seconds * 1000))] if seconds > 0 else []
+
+
 def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
     if settings.tls_cert_file is None or settings.tls_key_file is None:
         return None
@@ -122,6 +128,7 @@ class Server:
                 # Several workers share the port on purpose; a lone server must instead
                 # fail loudly when something else already listens there.
                 ("grpc.so_reuseport", int(settings.grpc_workers > 1)),
+                *_connection_age(settings.grpc_max_connection_age_seconds),
             ],
         )
         # The composition root: the one place the use cases meet the concrete repositories

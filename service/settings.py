@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     grpc_host: str = Field(default="127.0.0.1", min_length=1, alias="GRPC_HOST")
     grpc_port: int = Field(default=50051, ge=0, le=65535, alias="GRPC_PORT")
     grpc_workers: int = Field(default=1, ge=1, le=256, alias="GRPC_WORKERS")
+    # A connection gets GOAWAY after this long (gRPC adds +-10 % jitter; 0 = never), its calls
+    # and streams finish, and the client reconnects: SO_REUSEPORT then places it afresh, so a
+    # restarted worker gets its share again and an unlucky split of connections does not last.
+    grpc_max_connection_age_seconds: float = Field(
+        default=300.0, ge=0, le=30 * 86400, alias="GRPC_MAX_CONNECTION_AGE_SECONDS"
+    )
     # Calls in progress at once in one process; more are refused RESOURCE_EXHAUSTED at once.
     max_concurrent_rpcs: int = Field(default=2000, ge=1, le=1_000_000, alias="MAX_CONCURRENT_RPCS")
     # HTTP/2 streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).

@@ -18,8 +18,8 @@ TABLES = {"users", "posts", "post_requests"}
 INDEXES = {
     "uq_users_lower_email",
     "uq_users_lower_username",
-    "ix_users_email_trgm",
-    "ix_users_username_trgm",
+    "ix_users_lower_email_trgm",
+    "ix_users_lower_username_trgm",
     "ix_posts_title_trgm",
     "ix_posts_author_id_created_at_id",
     "ix_post_requests_expires_at",

@@ -586,7 +586,7 @@ async def test_user_substring_search_uses_the_trigram_index(db: asyncpg.Connecti
     plan = "\n".join(row[0] for row in await db.fetch(f"EXPLAIN {statement.sql}", *arguments))
     print(statement.sql)
     print(plan)
-    assert "ix_users_email_trgm" in plan or "Bitmap Index Scan" in plan
+    assert "ix_users_lower_email_trgm" in plan
     assert "Seq Scan" not in plan
     # And the server answers it correctly.
     rows = await db.fetch(statement.sql, *arguments)

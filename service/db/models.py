@@ -66,18 +66,19 @@ class User(Base):
         # ListUsers: newest first, optionally filtered by is_active.
         Index("ix_users_created_at_id", created_at.desc(), id.desc()),
         Index("ix_users_is_active_created_at_id", is_active, created_at.desc(), id.desc()),
-        # ListUsers query: ILIKE '%...%' served by trigram indexes.
+        # ListUsers query: lower(col) LIKE '%...%' served by trigram indexes on the same
+        # expressions (migration 0003 says why not ILIKE on the columns).
         Index(
-            "ix_users_email_trgm",
-            email,
+            "ix_users_lower_email_trgm",
+            func.lower(email).label("lower_email"),
             postgresql_using="gin",
-            postgresql_ops={"email": "gin_trgm_ops"},
+            postgresql_ops={"lower_email": "gin_trgm_ops"},
         ),
         Index(
-            "ix_users_username_trgm",
-            username,
+            "ix_users_lower_username_trgm",
+            func.lower(username).label("lower_username"),
             postgresql_using="gin",
-            postgresql_ops={"username": "gin_trgm_ops"},
+            postgresql_ops={"lower_username": "gin_trgm_ops"},
         ),
     )
 

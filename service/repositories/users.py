@@ -81,9 +81,15 @@ def _list_query(after: bool, query: bool, is_active: bool) -> Query:
             )
         )
     if query:
-        pattern = bindparam("pattern", type_=User.email.type)
+        # lower(col) LIKE lower(pattern) is ILIKE's own match (PostgreSQL folds both sides for
+        # a UTF-8 database), but the pattern folds once per call, not once per row, and the
+        # trigram indexes are on these expressions (migration 0003).
+        pattern = func.lower(bindparam("pattern", type_=User.email.type))
         statement = statement.where(
-            or_(User.email.ilike(pattern, escape="\\"), User.username.ilike(pattern, escape="\\"))
+            or_(
+                func.lower(User.email).like(pattern, escape="\\"),
+                func.lower(User.username).like(pattern, escape="\\"),
+            )
         )
     if is_active:
         statement = statement.where(User.is_active == bindparam("is_active"))
