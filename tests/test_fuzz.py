@@ -27,8 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.api import SERVICES, method_path
-from tests.conftest import plain
-from tests.support import ServerProcess
+from tests.support import ServerProcess, plain
 
 INT64 = st.one_of(
     st.sampled_from([0, -1, 1, 2, 3, 2**63 - 1, -(2**63), 2**31, -(2**31)]),

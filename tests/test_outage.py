@@ -29,8 +29,7 @@ from grpc_health.v1 import health_pb2
 
 from service.db import migrate
 from service.db.embedded import EmbeddedPostgres
-from tests.conftest import plain
-from tests.support import ServerProcess, rich_error, wait_for_health
+from tests.support import ServerProcess, plain, rich_error, wait_for_health
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

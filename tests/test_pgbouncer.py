@@ -33,8 +33,8 @@ from sqlalchemy.engine import make_url
 
 from service.db.engine import create_database
 from service.server import Server
-from tests import pgbouncer
-from tests.conftest import make_settings
+from tests.support import make_settings, pgbouncer, started_server
+from tests.support.paging import every_page
 
 pytestmark = pytest.mark.skipif(not pgbouncer.available(), reason="pgbouncer is not installed")
 
@@ -166,10 +166,8 @@ class Mix:
             ),
         )
         assert len(batch.posts) == 3
-        seen: list[int] = []
-        token = ""
-        while True:
-            page = await call(
+        pages = await every_page(
+            lambda _, token: call(
                 "ListPosts",
                 posts.ListPosts(
                     post_service_pb2.ListPostsRequest(
@@ -177,10 +175,8 @@ class Mix:
                     )
                 ),
             )
-            seen += [p.id for p in page.posts]
-            token = page.next_page_token
-            if not token:
-                break
+        )
+        seen = [p.id for page in pages for p in page.posts]
         assert len(seen) == len(set(seen)) == 4, seen
         found = await call(
             "ListPosts",
@@ -205,19 +201,15 @@ class Mix:
             self.errors.append(f"StreamPosts: {error.code().name}: {error.details()}")
             raise
         assert sorted(streamed) == sorted(seen)
-        listed: list[int] = []
-        token = ""
-        while True:
-            page = await call(
+        pages = await every_page(
+            lambda _, token: call(
                 "ListUsers",
                 users.ListUsers(
                     user_service_pb2.ListUsersRequest(query=name, page_size=1, page_token=token)
                 ),
             )
-            listed += [u.id for u in page.users]
-            token = page.next_page_token
-            if not token:
-                break
+        )
+        listed = [u.id for page in pages for u in page.users]
         assert listed == [user.id]
         await call("DeletePost", posts.DeletePost(post_service_pb2.DeletePostRequest(id=post.id)))
         await call("DeleteUser", users.DeleteUser(user_service_pb2.DeleteUserRequest(id=user.id)))
@@ -248,9 +240,7 @@ async def serve(url: str, **overrides: object) -> Server:
     # connections, and 32 clients queue for them. This is about PgBouncer, not capacity: any
     # of the 32 may stream or hash a password at once without being refused.
     limits = {"MAX_STREAMS": 32, "PASSWORD_HASH_QUEUE": 32}
-    server = Server(make_settings(url, DB_POOL_SIZE=4, DB_MAX_OVERFLOW=4, **limits, **overrides))
-    await server.start()
-    return server
+    return await started_server(url, DB_POOL_SIZE=4, DB_MAX_OVERFLOW=4, **limits, **overrides)
 
 
 async def test_every_rpc_through_pgbouncer_transaction_mode_has_zero_errors(
