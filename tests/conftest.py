@@ -16,8 +16,8 @@ import pytest
 from blog.v1 import post_service_pb2_grpc, user_service_pb2_grpc
 from grpc import aio
 
+from devtools.embedded import EmbeddedPostgres
 from service.db import migrate
-from service.db.embedded import EmbeddedPostgres
 from service.server import Server
 from tests.support import new_database, plain, serving
 from tests.support.statements import StatementCounter

@@ -27,8 +27,8 @@ from blog.v1 import (
 )
 from grpc_health.v1 import health_pb2
 
+from devtools.embedded import EmbeddedPostgres
 from service.db import migrate
-from service.db.embedded import EmbeddedPostgres
 from tests.support import ServerProcess, plain, rich_error, wait_for_health
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -38,11 +38,12 @@ from google.protobuf import field_mask_pb2
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from devtools.embedded import EmbeddedPostgres
 from service.db import migrate
-from service.db.embedded import EmbeddedPostgres
 from service.server import Server
 from tests.support import create_user, failure, plain, rich_error, started_server, unique
 from tests.support.paging import every_page
+from tests.support.postgres import ReplicaPostgres
 
 if TYPE_CHECKING:
     from blog.v1.post_service_pb2_grpc import PostServiceAsyncStub as PostStub
@@ -72,7 +73,7 @@ def cluster() -> Iterator[Cluster]:
         tempfile.TemporaryDirectory(prefix="blog-replica-") as r,
     ):
         primary = EmbeddedPostgres(Path(p), fast=True)
-        replica = EmbeddedPostgres(Path(r), fast=True)
+        replica = ReplicaPostgres(Path(r), fast=True)
         primary.start()
         try:
 
