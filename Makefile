@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test proto proto-check migrate lint bench soak clean
+.PHONY: install buf run test proto proto-check migrate lint bench soak clean
 
 install: $(STAMP)
 
@@ -44,10 +44,26 @@ proto-check: install
 migrate: install
 	$(BIN)/alembic upgrade head
 
-lint: install
+# buf lints and formats protos/ (buf.yaml). It is the npm package @bufbuild/buf (the real binary),
+# pinned here and installed under .tools/ (gitignored); a new BUF_VERSION reinstalls it.
+BUF_VERSION := 1.75.0
+BUF := .tools/node_modules/.bin/buf
+BUF_STAMP := .tools/.buf-$(BUF_VERSION)
+
+buf: $(BUF_STAMP)
+
+$(BUF_STAMP):
+	@command -v npm >/dev/null || { echo "make lint needs npm to install buf $(BUF_VERSION): install Node.js and npm (Debian: apt-get install nodejs npm), then run make lint again"; exit 1; }
+	rm -rf .tools
+	npm install --prefix .tools --no-audit --no-fund --ignore-scripts --save-exact --loglevel=error @bufbuild/buf@$(BUF_VERSION)
+	touch $@
+
+lint: install $(BUF_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
 
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)
@@ -56,4 +72,4 @@ soak: install
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .data .pytest_cache .mypy_cache .ruff_cache

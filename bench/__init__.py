@@ -2,6 +2,6 @@
 
 Modules: `seed` (data set), `bare_server` (no-database baseline), `grpcframe` + `h2load`
 (C load generator), `pyclient` (checking Python client), `metrics` (server status codes),
-`procstat` (CPU and RSS from /proc), `scenarios`, `report` (ghz-style output),
+`procstat` (CPU and RSS, with psutil), `scenarios`, `report` (ghz-style output),
 `__main__` (one full run), `soak` (long mixed run).
 """

@@ -8,32 +8,26 @@ endpoint (METRICS_PORT + index): all of them are read and summed.
 
 from __future__ import annotations
 
-import re
 import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterable
 
-from bench.model import code_name
+from prometheus_client.parser import text_string_to_metric_families
 
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+from bench.model import code_name
 
 Samples = list[tuple[str, dict[str, str], float]]
 
 
 def parse(text: str) -> Samples:
-    """(name, labels, value) of every sample in a Prometheus text exposition."""
-    samples: Samples = []
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if match and not line.startswith("#"):
-            labels = dict(_LABEL.findall(match.group(2) or ""))
-            try:
-                samples.append((match.group(1), labels, float(match.group(3))))
-            except ValueError:
-                continue
-    return samples
+    """(name, labels, value) of every sample in a Prometheus text exposition (ValueError if the
+    text is not one)."""
+    return [
+        (sample.name, sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    ]
 
 
 def scrape(urls: Iterable[str], timeout: float = 5.0) -> Samples | None:

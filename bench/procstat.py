@@ -1,67 +1,56 @@
-"""Process facts from /proc: a server's process tree, its CPU time, its RSS, and its event loop.
+"""Process facts, read with psutil: a server's process tree, its CPU time, its RSS, its event loop.
 
 A server started with GRPC_WORKERS=N is a tree of processes, so every figure is summed over the
-root pid and all its descendants. `RssSampler` reads VmRSS every 50 ms in a thread.
+root pid and all its descendants (a process that exits meanwhile counts no more). `RssSampler`
+reads the tree's RSS every 50 ms in a thread.
 """
 
 from __future__ import annotations
 
-import os
 import threading
-from pathlib import Path
 
-_TICKS = os.sysconf("SC_CLK_TCK")
+import psutil
 
 
-def _stat_fields(pid: int) -> list[str] | None:
+def _processes(pid: int) -> list[psutil.Process]:
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on; comm may hold spaces
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
 def tree(pid: int) -> list[int]:
     """`pid` and all of its live descendants."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat_fields(int(entry))
-            if fields is not None:
-                parents.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(parents.get(current, []))
-    return found
+    return [process.pid for process in _processes(pid)]
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds used so far by `pid` and its descendants."""
-    total = 0
-    for member in tree(pid):
-        fields = _stat_fields(member)
-        if fields is not None:
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / _TICKS
+    total = 0.0
+    for process in _processes(pid):
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def machine_busy_seconds() -> float:
     """CPU seconds all cores of the machine have spent busy (not idle, not in iowait) so far."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return (sum(fields) - fields[3] - fields[4]) / _TICKS
+    t = psutil.cpu_times()
+    # /proc/stat's user and nice already include guest and guest_nice: not added twice.
+    return float(t.user + t.nice + t.system + t.irq + t.softirq + t.steal)
 
 
 def rss_bytes(pid: int) -> int:
     """Resident set size of `pid` and its descendants, in bytes."""
     total = 0
-    for member in tree(pid):
+    for process in _processes(pid):
         try:
-            for line in Path(f"/proc/{member}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
+            total += process.memory_info().rss
+        except psutil.Error:
             continue
     return total
 
@@ -69,8 +58,8 @@ def rss_bytes(pid: int) -> int:
 def uses_uvloop(pid: int) -> bool:
     """Whether uvloop's extension module is loaded in `pid` (a hint that it runs uvloop)."""
     try:
-        return "uvloop" in Path(f"/proc/{pid}/maps").read_text()
-    except OSError:
+        return any("uvloop" in m.path for m in psutil.Process(pid).memory_maps())
+    except psutil.Error:
         return False
 
 

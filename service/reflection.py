@@ -8,6 +8,10 @@ Three things beyond grpcio-reflection's stock servicer:
   from the descriptor set `make proto` writes with source info; `grpcurl describe` shows them.
 * methods: `grpcurl describe blog.v1.UserService.GetUser` asks for the file of a method,
   which the upb descriptor pool cannot find by itself.
+
+The last two override private methods of grpcio-reflection's servicer (`_file_by_filename`,
+`_file_containing_symbol`, and its `_pool`): pyproject.toml pins the grpcio release they were
+written against, and tests/test_reflection.py fails when an upgrade no longer matches.
 """
 
 from __future__ import annotations

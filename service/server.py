@@ -30,6 +30,10 @@ from service.interceptors.responses import ResponseSizeInterceptor
 from service.interceptors.session import SessionInterceptor
 from service.interceptors.streams import StreamLimitInterceptor
 from service.interceptors.trace import TraceInterceptor
+from service.repositories.base import release_connection
+from service.repositories.posts import PostRepository
+from service.repositories.requests import RequestRepository
+from service.repositories.users import UserRepository
 from service.servicers.posts import PostServicer
 from service.servicers.sizing import response_limit
 from service.servicers.users import UserServicer
@@ -120,11 +124,22 @@ class Server:
                 ("grpc.so_reuseport", int(settings.grpc_workers > 1)),
             ],
         )
+        # The composition root: the one place the use cases meet the concrete repositories
+        # (their ports, service.domain.ports, are checked against them here by mypy).
+        user_rows, post_rows = UserRepository(), PostRepository()
+        users = Users(
+            users=user_rows,
+            posts=post_rows,
+            release_connection=release_connection,
+            passwords=self.passwords,
+            tokens=tokens,
+        )
+        posts = Posts(posts=post_rows, requests=RequestRepository(), tokens=tokens)
         user_service_pb2_grpc.add_UserServiceServicer_to_server(
-            UserServicer(Users(self.passwords, tokens), responses), self.grpc
+            UserServicer(users, responses), self.grpc
         )
         post_service_pb2_grpc.add_PostServiceServicer_to_server(
-            PostServicer(Posts(tokens), responses), self.grpc
+            PostServicer(posts, responses), self.grpc
         )
         self.health = Health(self.database)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.grpc)

@@ -14,9 +14,8 @@ from blog.v1.error_reason_pb2 import ErrorReason
 from service.domain.entities import NewPost, Page, PostRecord
 from service.domain.errors import AlreadyExists, NotFound, post_not_found
 from service.domain.paging import PageTokens
+from service.domain.ports import PostRows, RequestIds
 from service.domain.updates import update_if_current
-from service.repositories.posts import PostRepository
-from service.repositories.requests import RequestRepository
 
 # How long a request_id is remembered (AIP-155; SPEC: at least 24 hours).
 REQUEST_ID_KEPT = timedelta(hours=24)
@@ -29,9 +28,9 @@ def _fingerprint(kind: str, posts: Sequence[NewPost]) -> bytes:
 
 
 class Posts:
-    def __init__(self, tokens: PageTokens) -> None:
-        self._posts = PostRepository()
-        self._requests = RequestRepository()
+    def __init__(self, *, posts: PostRows, requests: RequestIds, tokens: PageTokens) -> None:
+        self._posts = posts
+        self._requests = requests
         self._tokens = tokens
 
     async def create(self, post: NewPost, request_id: uuid.UUID | None = None) -> PostRecord:

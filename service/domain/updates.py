@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from service.domain.entities import version_of
 from service.domain.errors import NotFound, StaleEtag
+from service.domain.ports import VersionedRows
 
-R = TypeVar("R", covariant=True)
-
-
-class VersionedRows(Protocol[R]):
-    """What a repository offers for rows carrying a version (users, posts)."""
-
-    async def update(
-        self, row_id: int, values: dict[str, Any], *, expected_version: int | None
-    ) -> R | None: ...
-
-    async def exists(self, row_id: int) -> bool: ...
+R = TypeVar("R")
 
 
 async def update_if_current(

@@ -14,19 +14,26 @@ from service.domain.errors import (
 )
 from service.domain.paging import PageTokens
 from service.domain.passwords import Passwords
+from service.domain.ports import PostRows, ReleaseConnection, UserRows
 from service.domain.updates import update_if_current
-from service.repositories.base import release_connection
-from service.repositories.posts import PostRepository
-from service.repositories.users import UserRepository
 
 _BAD_LOGIN = "login or password is incorrect"
 WITH_POSTS_MAX = 100  # posts in a USER_VIEW_WITH_POSTS response
 
 
 class Users:
-    def __init__(self, passwords: Passwords, tokens: PageTokens) -> None:
-        self._users = UserRepository()
-        self._posts = PostRepository()
+    def __init__(
+        self,
+        *,
+        users: UserRows,
+        posts: PostRows,
+        release_connection: ReleaseConnection,
+        passwords: Passwords,
+        tokens: PageTokens,
+    ) -> None:
+        self._users = users
+        self._posts = posts
+        self._release_connection = release_connection
         self._passwords = passwords
         self._tokens = tokens
 
@@ -91,7 +98,7 @@ class Users:
             # The hash takes tens of milliseconds in a small thread pool: hold no connection
             # (and no transaction) while waiting for it. Nothing needs one: a rehash below is
             # a write of its own, conditional on the hash it replaces.
-            await release_connection()
+            await self._release_connection()
             # Unknown logins are verified against a dummy hash: every failure costs the same.
             ok = await self._passwords.verify(found.hashed_password if found else None, password)
             if found is None or not ok or not found.user.is_active:

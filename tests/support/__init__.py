@@ -13,7 +13,8 @@ Modules by job; the everyday names are re-exported here (`from tests.support imp
 
 and, imported as modules where a test needs them: grpcurl, statements (counting SQL),
 telemetry (log lines and /metrics of a process), otlp (a span receiver), balancer (Envoy),
-pgbouncer, patroni, postgres (embedded servers as standbys).
+pgbouncer, patroni, postgres (embedded servers as standbys), fakes (the domain's ports in
+memory, for the use cases' rules without a server).
 """
 
 from tests.support.database import execute, new_database, plain, run_sync

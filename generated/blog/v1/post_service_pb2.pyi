@@ -22,6 +22,10 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class CreatePostRequest(_message.Message):
+    """The post to create for PostService.CreatePost, and one item of a
+    BatchCreatePostsRequest.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     AUTHOR_ID_FIELD_NUMBER: _builtins.int
@@ -66,6 +70,8 @@ Global___CreatePostRequest: _TypeAlias = CreatePostRequest  # noqa: Y015
 
 @_typing.final
 class GetPostRequest(_message.Message):
+    """Which post PostService.GetPost returns."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -86,6 +92,8 @@ Global___GetPostRequest: _TypeAlias = GetPostRequest  # noqa: Y015
 
 @_typing.final
 class ListPostsRequest(_message.Message):
+    """A page of posts for PostService.ListPosts, and the filters they match."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
@@ -134,6 +142,8 @@ Global___ListPostsRequest: _TypeAlias = ListPostsRequest  # noqa: Y015
 
 @_typing.final
 class ListPostsResponse(_message.Message):
+    """One page of PostService.ListPosts."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POSTS_FIELD_NUMBER: _builtins.int
@@ -162,6 +172,8 @@ Global___ListPostsResponse: _TypeAlias = ListPostsResponse  # noqa: Y015
 
 @_typing.final
 class UpdatePostRequest(_message.Message):
+    """The post PostService.UpdatePost changes, and which of its fields."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POST_FIELD_NUMBER: _builtins.int
@@ -194,6 +206,8 @@ Global___UpdatePostRequest: _TypeAlias = UpdatePostRequest  # noqa: Y015
 
 @_typing.final
 class DeletePostRequest(_message.Message):
+    """Which post PostService.DeletePost deletes."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -214,6 +228,8 @@ Global___DeletePostRequest: _TypeAlias = DeletePostRequest  # noqa: Y015
 
 @_typing.final
 class BatchCreatePostsRequest(_message.Message):
+    """The posts PostService.BatchCreatePosts creates in one transaction."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUESTS_FIELD_NUMBER: _builtins.int
@@ -242,6 +258,8 @@ Global___BatchCreatePostsRequest: _TypeAlias = BatchCreatePostsRequest  # noqa: 
 
 @_typing.final
 class BatchCreatePostsResponse(_message.Message):
+    """The posts PostService.BatchCreatePosts created."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POSTS_FIELD_NUMBER: _builtins.int
@@ -264,6 +282,8 @@ Global___BatchCreatePostsResponse: _TypeAlias = BatchCreatePostsResponse  # noqa
 
 @_typing.final
 class StreamPostsRequest(_message.Message):
+    """The filters of PostService.StreamPosts; unset ones match every post."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     AUTHOR_ID_FIELD_NUMBER: _builtins.int

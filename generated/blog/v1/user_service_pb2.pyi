@@ -22,6 +22,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class CreateUserRequest(_message.Message):
+    """The user UserService.CreateUser registers."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EMAIL_FIELD_NUMBER: _builtins.int
@@ -54,6 +56,8 @@ Global___CreateUserRequest: _TypeAlias = CreateUserRequest  # noqa: Y015
 
 @_typing.final
 class GetUserRequest(_message.Message):
+    """Which user UserService.GetUser returns, and in which view."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -80,6 +84,8 @@ Global___GetUserRequest: _TypeAlias = GetUserRequest  # noqa: Y015
 
 @_typing.final
 class GetUserByEmailRequest(_message.Message):
+    """Which user UserService.GetUserByEmail returns."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EMAIL_FIELD_NUMBER: _builtins.int
@@ -100,6 +106,8 @@ Global___GetUserByEmailRequest: _TypeAlias = GetUserByEmailRequest  # noqa: Y015
 
 @_typing.final
 class ListUsersRequest(_message.Message):
+    """A page of users for UserService.ListUsers, and the filters they match."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
@@ -141,6 +149,8 @@ Global___ListUsersRequest: _TypeAlias = ListUsersRequest  # noqa: Y015
 
 @_typing.final
 class ListUsersResponse(_message.Message):
+    """One page of UserService.ListUsers."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     USERS_FIELD_NUMBER: _builtins.int
@@ -169,6 +179,8 @@ Global___ListUsersResponse: _TypeAlias = ListUsersResponse  # noqa: Y015
 
 @_typing.final
 class UpdateUserRequest(_message.Message):
+    """The user UserService.UpdateUser changes, and which of their fields."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     USER_FIELD_NUMBER: _builtins.int
@@ -201,6 +213,8 @@ Global___UpdateUserRequest: _TypeAlias = UpdateUserRequest  # noqa: Y015
 
 @_typing.final
 class ChangePasswordRequest(_message.Message):
+    """Whose password UserService.ChangePassword replaces, and the new one."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -225,6 +239,8 @@ Global___ChangePasswordRequest: _TypeAlias = ChangePasswordRequest  # noqa: Y015
 
 @_typing.final
 class DeleteUserRequest(_message.Message):
+    """Which user UserService.DeleteUser deletes, with all of their posts."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -245,6 +261,8 @@ Global___DeleteUserRequest: _TypeAlias = DeleteUserRequest  # noqa: Y015
 
 @_typing.final
 class AuthenticateUserRequest(_message.Message):
+    """The credentials UserService.AuthenticateUser checks."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LOGIN_FIELD_NUMBER: _builtins.int
