@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 # Applies migrations, then serves on GRPC_HOST:GRPC_PORT (127.0.0.1:50051).
 # Without DATABASE_URL an embedded PostgreSQL keeps its data under .data/.
 run: install
-	@$(BIN)/python -m service.devserver
+	@$(BIN)/python -m devtools.devserver
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -9,7 +9,7 @@ and the issue's targets as MET / MISSED.
     python -m bench [--quick] [--target 127.0.0.1:50051 --metrics-url URL --pid PID]
                     [--only GetUser,ListPosts] [--generator auto|h2load|python] [--otlp]
 
-Tracing on: `--otlp` starts an OTLP/gRPC receiver (tests/otlp.py, counting spans only) and points
+Tracing on: `--otlp` starts an OTLP/gRPC receiver (tests/support/otlp.py, counting spans only) and points
 the service's OTEL_EXPORTER_OTLP_ENDPOINT at it; the sampler is whatever OTEL_TRACES_SAMPLER and
 OTEL_TRACES_SAMPLER_ARG say in the environment, e.g.
     OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.01 \
@@ -39,7 +39,7 @@ from bench.servers import ROOT
 from bench.session import Log, Session
 
 if TYPE_CHECKING:
-    from tests.otlp import Receiver
+    from tests.support.otlp import Receiver
 
 WORKERS_SCENARIO = "GetUser GRPC_WORKERS=2"
 CLIENTS_SCENARIO = "GetUser (Python client)"
@@ -231,7 +231,7 @@ def _main(s: Session, args: argparse.Namespace, log: Log) -> None:
 
 def _otlp_receiver(stack: contextlib.ExitStack, log: Log) -> Receiver:
     """An OTLP receiver for the run, and the service's environment pointed at it."""
-    from tests.otlp import OtlpServer
+    from tests.support.otlp import OtlpServer
 
     otlp = stack.enter_context(OtlpServer(keep=False))
     os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp.endpoint

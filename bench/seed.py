@@ -206,8 +206,8 @@ def _make_run_url() -> str:
     """The database `make run` serves from when DATABASE_URL is unset (it must be running)."""
     import importlib
 
-    devserver = importlib.import_module("service.devserver")
-    embedded = importlib.import_module("service.db.embedded")
+    devserver = importlib.import_module("devtools.devserver")
+    embedded = importlib.import_module("devtools.embedded")
     return str(embedded.EmbeddedPostgres(devserver.DATA_DIR.resolve()).url(devserver.DATABASE))
 
 

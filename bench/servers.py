@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 
 from bench.seed import asyncpg_dsn
-from service import devserver
+from devtools import devserver
 
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_DIR = ROOT / ".data" / "bench-pg"
@@ -56,7 +56,7 @@ class Database:
         self.url = os.environ.get("DATABASE_URL") or os.environ.get("BENCH_DATABASE_URL") or ""
         self._embedded: Any = None
         if not self.url:
-            module = importlib.import_module("service.db.embedded")
+            module = importlib.import_module("devtools.embedded")
             self._embedded = module.EmbeddedPostgres(data_dir=EMBEDDED_DIR)
             started = self._embedded.start()
             server = started if hasattr(started, "url") else self._embedded

@@ -2,7 +2,7 @@
 
 Starts three services on the benchmark's database: tracing off, OTEL_TRACES_SAMPLER
 parentbased_traceidratio at OTEL_TRACES_SAMPLER_ARG 0.01 and at 1.0, both exporting to an OTLP
-receiver (tests/otlp.py, counting only). Then, round after round and in a rotating order, loads
+receiver (tests/support/otlp.py, counting only). Then, round after round and in a rotating order, loads
 each with h2load for a few seconds and reads the CPU its process used per call (/proc). CPU per
 call is far steadier than requests/s on a shared machine; rotating spreads the noise of the
 other processes over all three alike. Prints each round and the medians, with their ratio to off.
@@ -24,7 +24,7 @@ from pathlib import Path
 from bench import h2load, procstat, scenarios, seed, servers
 from bench.model import Workload
 from bench.servers import ROOT
-from tests.otlp import OtlpServer
+from tests.support.otlp import OtlpServer
 
 MODES = {
     "off": {},

@@ -188,7 +188,6 @@ class Server:
 async def serve(settings: Settings) -> None:
     """Serves until SIGTERM or SIGINT; a second signal forces an immediate exit."""
     server = Server(settings)
-    await server.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -198,7 +197,10 @@ async def serve(settings: Settings) -> None:
             os._exit(1)
         stopping.set()
 
+    # Before start(): health answers SERVING inside it, and a SIGTERM that follows at once (a
+    # supervisor, a test) must drain like any other rather than kill the process.
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    await server.start()
     await stopping.wait()
     await server.stop()

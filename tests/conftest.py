@@ -6,40 +6,21 @@ when set; otherwise an embedded PostgreSQL is started for the run and stopped af
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
-import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import asyncpg
-import grpc
 import pytest
 from blog.v1 import post_service_pb2_grpc, user_service_pb2_grpc
 from grpc import aio
-from sqlalchemy.engine import make_url
 
+from devtools.embedded import EmbeddedPostgres
 from service.db import migrate
-from service.db.embedded import EmbeddedPostgres
 from service.server import Server
-from service.settings import Settings
-from tests.support import FAST_ARGON2
-
-T = TypeVar("T")
-
-
-def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Runs a coroutine to completion from sync code, even while a test's loop is running."""
-    with ThreadPoolExecutor(1) as executor:
-        return executor.submit(asyncio.run, coroutine).result()
-
-
-def plain(url: str) -> str:
-    """An asyncpg/psql URL from a SQLAlchemy one."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+from tests.support import new_database, plain, serving
+from tests.support.statements import StatementCounter
 
 
 @pytest.fixture(scope="session")
@@ -61,42 +42,16 @@ def admin_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def database_url(admin_url: str) -> Iterator[str]:
     """A database of our own for this run, migrated to head, dropped at the end."""
-
-    name = f"blog_test_{uuid.uuid4().hex[:10]}"
-
-    async def admin(sql: str) -> None:
-        connection = await asyncpg.connect(plain(admin_url))
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    run_sync(admin(f'CREATE DATABASE "{name}"'))
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    migrate.upgrade(url)
-    try:
+    with new_database(admin_url, "blog_test") as url:
+        migrate.upgrade(url)
         yield url
-    finally:
-        run_sync(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def make_settings(database_url: str, **overrides: object) -> Settings:
-    env: dict[str, object] = {
-        "DATABASE_URL": database_url,
-        "GRPC_PORT": 0,
-        **{k: int(v) for k, v in FAST_ARGON2.items()},
-    }
-    env.update(overrides)
-    return Settings(_env_file=None, **env)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")
 async def server(database_url: str) -> AsyncIterator[Server]:
     """The service, in this process, on a real port."""
-    instance = Server(make_settings(database_url))
-    await instance.start()
-    yield instance
-    await instance.stop()
+    async with serving(database_url) as instance:
+        yield instance
 
 
 @pytest.fixture(scope="session")
@@ -142,8 +97,12 @@ async def empty_tables(request: pytest.FixtureRequest) -> None:
         await connection.close()
 
 
-def unique(prefix: str = "u") -> str:
-    return f"{prefix}{uuid.uuid4().hex[:10]}"
-
-
-__all__ = ["grpc", "make_settings", "plain", "unique"]
+@pytest.fixture
+async def counter(server: Server) -> AsyncIterator[StatementCounter]:
+    """Counts the statements the session's server sends while the test runs."""
+    instance = StatementCounter(server)
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -12,7 +11,7 @@ import pytest
 from blog.v1 import post_service_pb2, resources_pb2
 
 from service.server import Server
-from tests.support import RichError, rich_error
+from tests.support import RichError, failure, make_user, settled_checked_out
 
 if TYPE_CHECKING:
     from blog.v1.post_service_pb2_grpc import PostServiceAsyncStub as PostStub
@@ -20,19 +19,10 @@ if TYPE_CHECKING:
 Item = post_service_pb2.CreatePostRequest
 
 
-async def make_user(db: asyncpg.Connection, name: str) -> int:
-    user_id: int = await db.fetchval(
-        "INSERT INTO users (email, username, hashed_password) VALUES ($1, $2, 'x') RETURNING id",
-        f"{name}@example.com",
-        name,
-    )
-    return user_id
-
-
 async def batch_failure(posts: PostStub, items: list[Item]) -> RichError:
-    with pytest.raises(grpc.RpcError) as caught:
-        await posts.BatchCreatePosts(post_service_pb2.BatchCreatePostsRequest(requests=items))
-    return rich_error(caught.value)
+    return await failure(
+        posts.BatchCreatePosts(post_service_pb2.BatchCreatePostsRequest(requests=items))
+    )
 
 
 async def insert_posts(
@@ -53,16 +43,6 @@ async def insert_posts(
 async def stream_all(posts: PostStub, **filters: object) -> list[resources_pb2.Post]:
     request = post_service_pb2.StreamPostsRequest(**filters)  # type: ignore[arg-type]
     return [post async for post in posts.StreamPosts(request)]
-
-
-async def reader_checked_out(server: Server) -> int:
-    """Connections of the server's pools still in use, once they settle (up to 2 s)."""
-    deadline = time.monotonic() + 2.0
-    while True:
-        busy = sum(engine.pool.checkedout() for engine in server.database.engines)  # type: ignore[attr-defined]
-        if busy == 0 or time.monotonic() > deadline:
-            return int(busy)
-        await asyncio.sleep(0.02)
 
 
 async def idle_in_transaction(db: asyncpg.Connection) -> int:
@@ -196,9 +176,7 @@ async def test_batch_with_an_unknown_author_among_valid_ones_is_not_found_and_cr
     items = [Item(author_id=author, title=f"t{i}", content="c") for i in range(5)]
     items[3].author_id = 777777
 
-    with pytest.raises(grpc.RpcError) as caught:
-        await posts.BatchCreatePosts(post_service_pb2.BatchCreatePostsRequest(requests=items))
-    error = rich_error(caught.value)
+    error = await batch_failure(posts, items)
 
     assert error.code == grpc.StatusCode.NOT_FOUND
     assert error.reason == "USER_NOT_FOUND"
@@ -320,7 +298,7 @@ async def test_cancelled_stream_releases_its_connection_and_transaction(
 
     call.cancel()
 
-    assert await reader_checked_out(server) == 0
+    assert await settled_checked_out(server) == 0
     assert await idle_in_transaction(db) == 0
     # The server still serves streams afterwards.
     assert len(await stream_all(posts)) == 3000
@@ -342,9 +320,7 @@ async def test_slow_reader_still_gets_every_row(posts: PostStub, db: asyncpg.Con
 
 
 async def test_stream_with_invalid_author_id_is_invalid_argument(posts: PostStub) -> None:
-    with pytest.raises(grpc.RpcError) as caught:
-        await stream_all(posts, author_id=-1)
-    error = rich_error(caught.value)
+    error = await failure(stream_all(posts, author_id=-1))
 
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "author_id" in error.violations

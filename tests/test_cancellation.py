@@ -7,9 +7,7 @@ transaction. Streams cancelled mid-way too.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -18,69 +16,31 @@ from blog.v1 import post_service_pb2, resources_pb2, user_service_pb2
 from google.protobuf import field_mask_pb2
 
 from service.server import Server
+from tests.support import (
+    checked_out,
+    make_user,
+    sessions_by_state,
+    settle,
+    tables_locked,
+    waiting_on_lock,
+)
 
 if TYPE_CHECKING:
     from blog.v1.post_service_pb2_grpc import PostServiceAsyncStub as PostStub
     from blog.v1.user_service_pb2_grpc import UserServiceAsyncStub as UserStub
-
-APP = "blog-service"
-
-
-@asynccontextmanager
-async def tables_locked(pool: asyncpg.Pool, *tables: str) -> AsyncIterator[asyncpg.Connection]:
-    async with pool.acquire() as connection, connection.transaction():
-        await connection.execute(f"LOCK TABLE {', '.join(tables)} IN ACCESS EXCLUSIVE MODE")
-        yield connection
-
-
-async def make_user(db: asyncpg.Connection, name: str) -> int:
-    user_id: int = await db.fetchval(
-        "INSERT INTO users (email, username, hashed_password) VALUES ($1, $2, 'x') RETURNING id",
-        f"{name}@example.com",
-        name,
-    )
-    return user_id
-
-
-async def our_sessions(db: asyncpg.Connection) -> dict[str, int]:
-    rows = await db.fetch(
-        "SELECT coalesce(state, '?') AS state, count(*) AS n FROM pg_stat_activity"
-        " WHERE application_name = $1 AND datname = current_database()"
-        " AND pid <> pg_backend_pid() GROUP BY 1",
-        APP,
-    )
-    return {r["state"]: int(r["n"]) for r in rows}
 
 
 async def settled(
     db: asyncpg.Connection, server: Server, within: float = 5.0
 ) -> tuple[int, dict[str, int]]:
     """(connections checked out, our non-idle sessions by state), once they reach zero."""
-    end = time.monotonic() + within
-    while True:
-        checked_out = sum(e.pool.checkedout() for e in server.database.engines)  # type: ignore[attr-defined]
-        checked_out += server.streams.active  # a stream's place is given back last
-        busy = {s: n for s, n in (await our_sessions(db)).items() if s != "idle"}
-        if (checked_out == 0 and not busy) or time.monotonic() > end:
-            return int(checked_out), busy
-        await asyncio.sleep(0.05)
 
+    async def still_held() -> tuple[int, dict[str, int]] | None:
+        held = checked_out(server) + server.streams.active  # a stream's place is given back last
+        busy = {s: n for s, n in (await sessions_by_state(db)).items() if s != "idle"}
+        return (held, busy) if held or busy else None
 
-async def waiting_on_lock(db: asyncpg.Connection, at_least: int, within: float = 5.0) -> int:
-    end = time.monotonic() + within
-    waiting = 0
-    while time.monotonic() < end:
-        waiting = int(
-            await db.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
-                " AND datname = current_database() AND wait_event_type = 'Lock'",
-                APP,
-            )
-        )
-        if waiting >= at_least:
-            break
-        await asyncio.sleep(0.02)
-    return waiting
+    return await settle(still_held, within, every=0.05) or (0, {})
 
 
 async def test_500_cancelled_calls_roll_back_and_release_everything(
@@ -161,7 +121,7 @@ async def test_500_cancelled_calls_roll_back_and_release_everything(
     assert dict(await db.fetchrow("SELECT * FROM users WHERE id = $1", author)) == before
     checked_out, busy = await settled(db, server)
     assert (checked_out, busy) == (0, {})
-    assert "idle in transaction" not in await our_sessions(db)
+    assert "idle in transaction" not in await sessions_by_state(db)
     # The service is healthy afterwards: every pool serves again.
     assert (await users.GetUser(user_service_pb2.GetUserRequest(id=author), timeout=5)).id == author
     post = await posts.CreatePost(
@@ -216,7 +176,7 @@ async def test_streams_cancelled_mid_way_release_their_cursor_and_transaction(
         stream.cancel()
     checked_out, busy = await settled(db, server)
     assert (checked_out, busy) == (0, {})
-    assert "idle in transaction" not in await our_sessions(db)
+    assert "idle in transaction" not in await sessions_by_state(db)
 
 
 async def sessions_opened(db: asyncpg.Connection) -> int:

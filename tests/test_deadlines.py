@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -21,59 +20,17 @@ from google.protobuf import field_mask_pb2
 from grpc import aio
 
 from service.server import Server
-from tests.conftest import make_settings
-from tests.support import rich_error
+from tests.support import (
+    make_user,
+    rich_error,
+    serving,
+    settled_busy_backends,
+    settled_checked_out,
+    tables_locked,
+)
 
 if TYPE_CHECKING:
     from blog.v1.user_service_pb2_grpc import UserServiceAsyncStub as UserStub
-
-APP = "blog-service"
-
-
-async def make_user(db: asyncpg.Connection, name: str = "alice") -> int:
-    user_id: int = await db.fetchval(
-        "INSERT INTO users (email, username, hashed_password) VALUES ($1, $2, 'x') RETURNING id",
-        f"{name}@example.com",
-        name,
-    )
-    return user_id
-
-
-@asynccontextmanager
-async def users_locked(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """Holds an ACCESS EXCLUSIVE lock on `users` until the block ends."""
-    async with pool.acquire() as connection, connection.transaction():
-        await connection.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-        yield connection
-
-
-async def our_busy_backends(db: asyncpg.Connection) -> list[str]:
-    """Queries of the service still running or waiting (or stuck in a transaction)."""
-    rows = await db.fetch(
-        "SELECT state, wait_event_type, query FROM pg_stat_activity"
-        " WHERE application_name = $1 AND datname = current_database()"
-        " AND pid <> pg_backend_pid() AND state IS DISTINCT FROM 'idle'",
-        APP,
-    )
-    return [f"{r['state']}/{r['wait_event_type']}: {r['query']}" for r in rows]
-
-
-async def settled_busy_backends(db: asyncpg.Connection, within: float = 1.0) -> list[str]:
-    deadline = time.monotonic() + within
-    while True:
-        busy = await our_busy_backends(db)
-        if not busy or time.monotonic() > deadline:
-            return busy
-        await asyncio.sleep(0.02)
-
-
-async def settled_checked_out(server: Server, within: float = 2.0) -> int:
-    deadline = time.monotonic() + within
-    while True:
-        busy = sum(engine.pool.checkedout() for engine in server.database.engines)  # type: ignore[attr-defined]
-        if busy == 0 or time.monotonic() > deadline:
-            return int(busy)
-        await asyncio.sleep(0.02)
 
 
 async def test_read_with_100ms_deadline_blocked_by_a_lock_ends_deadline_exceeded_in_time(
@@ -82,7 +39,7 @@ async def test_read_with_100ms_deadline_blocked_by_a_lock_ends_deadline_exceeded
     user_id = await make_user(db)
     await users.GetUser(user_service_pb2.GetUserRequest(id=user_id))  # warm: connection pooled
 
-    async with users_locked(db_pool):
+    async with tables_locked(db_pool, "users"):
         start = time.monotonic()
         with pytest.raises(grpc.RpcError) as caught:
             await users.GetUser(user_service_pb2.GetUserRequest(id=user_id), timeout=0.1)
@@ -108,7 +65,7 @@ async def test_write_with_100ms_deadline_blocked_by_a_lock_is_cancelled_and_roll
         update_mask=field_mask_pb2.FieldMask(paths=["username"]),
     )
 
-    async with users_locked(db_pool):
+    async with tables_locked(db_pool, "users"):
         start = time.monotonic()
         with pytest.raises(grpc.RpcError) as caught:
             await users.UpdateUser(request, timeout=0.1)
@@ -146,7 +103,7 @@ async def test_many_concurrent_deadlines_leave_nothing_running(
             return error.code()
         return grpc.StatusCode.OK
 
-    async with users_locked(db_pool):
+    async with tables_locked(db_pool, "users"):
         codes = await asyncio.gather(*(one(i) for i in range(20)))
         left_behind = await settled_busy_backends(db, within=2.0)
 
@@ -159,14 +116,11 @@ async def test_many_concurrent_deadlines_leave_nothing_running(
 @pytest.fixture
 async def short_default_server(database_url: str) -> AsyncIterator[UserStub]:
     """A second in-process server whose calls without a deadline get 0.3 s."""
-    instance = Server(make_settings(database_url, DEFAULT_TIMEOUT_SECONDS=0.3))
-    await instance.start()
-    channel = aio.insecure_channel(f"127.0.0.1:{instance.port}")
-    try:
+    async with (
+        serving(database_url, DEFAULT_TIMEOUT_SECONDS=0.3) as instance,
+        aio.insecure_channel(f"127.0.0.1:{instance.port}") as channel,
+    ):
         yield user_service_pb2_grpc.UserServiceStub(channel)
-    finally:
-        await channel.close(None)
-        await instance.stop()
 
 
 @pytest.mark.parametrize("write", [False, True], ids=["read", "write"])
@@ -179,7 +133,7 @@ async def test_call_without_deadline_gets_default_timeout(
     users = short_default_server
     user_id = await make_user(db)
 
-    async with users_locked(db_pool):
+    async with tables_locked(db_pool, "users"):
         start = time.monotonic()
         with pytest.raises(grpc.RpcError) as caught:
             if write:

@@ -1,6 +1,6 @@
 """`make run` twice on one .data/: the second shares the embedded PostgreSQL, never stops it.
 
-Each devserver runs as a developer starts it from a terminal (`python -m service.devserver` in
+Each devserver runs as a developer starts it from a terminal (`python -m devtools.devserver` in
 the working directory that holds .data/, in a process group of its own) and is stopped the way
 a developer stops it: Ctrl-C, i.e. SIGINT to its whole process group.
 """
@@ -16,26 +16,28 @@ import pytest
 from blog.v1 import user_service_pb2, user_service_pb2_grpc
 from grpc_health.v1 import health_pb2
 
-from service.db.embedded import EmbeddedPostgres
-from tests.support import ServerProcess, health_status
+from devtools.embedded import EmbeddedPostgres
+from tests.support import ROOT, ServerProcess, health_status
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
+# devtools is not installed (not in the wheel): `make run` finds it in the checkout it runs from,
+# the test's devservers (run from a directory of their own, for their own .data/) through this.
+FROM_THE_CHECKOUT = {"PYTHONPATH": str(ROOT)}
 # initdb and the first start of a cluster take a while on a busy machine.
 START_TIMEOUT = 120
 
 
 def _devserver(workdir: Path, port: int | None = None) -> ServerProcess:
     process = ServerProcess(
-        {"PAGE_TOKEN_SECRET": "a-test-secret-of-enough-length"},
+        {"PAGE_TOKEN_SECRET": "a-test-secret-of-enough-length", **FROM_THE_CHECKOUT},
         port,
-        module="service.devserver",
+        module="devtools.devserver",
         cwd=workdir,
         unset=("DATABASE_URL",),
         own_group=True,
     )
     process.start(timeout=START_TIMEOUT)
-    # Health answers SERVING a moment before service.server.serve installs its SIGINT handler
-    # (a Ctrl-C in that moment is a KeyboardInterrupt): let start-up finish first.
+    # A developer presses Ctrl-C once start-up has printed `serving on`, not during it.
     deadline = time.monotonic() + 10
     while "serving on" not in process.output() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -72,7 +74,11 @@ def test_a_second_make_run_shares_the_database_and_never_stops_it(workdir: Path)
 
         # The same port: refused with one line, before it touches the database.
         refused = ServerProcess(
-            {}, first.port, module="service.devserver", cwd=workdir, unset=("DATABASE_URL",)
+            FROM_THE_CHECKOUT,
+            first.port,
+            module="devtools.devserver",
+            cwd=workdir,
+            unset=("DATABASE_URL",),
         )
         refused.start(wait_serving=False)
         assert refused.wait(60) != 0

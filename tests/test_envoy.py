@@ -28,8 +28,8 @@ from grpc import aio
 from grpc_health.v1 import health_pb2
 from sqlalchemy.engine import make_url
 
-from tests.balancer import BINARY, Envoy, TcpProxy
-from tests.support import ROOT, ServerProcess, health_status
+from tests.support import ROOT, ServerProcess, health_status, make_user
+from tests.support.balancer import BINARY, Envoy, TcpProxy
 
 if TYPE_CHECKING:
     from blog.v1.post_service_pb2_grpc import PostServiceAsyncStub as PostStub
@@ -73,10 +73,7 @@ def balancer(replicas: list[ServerProcess]) -> Iterator[Envoy]:
 
 @pytest.fixture
 async def seeded(db: asyncpg.Connection) -> tuple[int, list[int]]:
-    user_id: int = await db.fetchval(
-        "INSERT INTO users (email, username, hashed_password)"
-        " VALUES ('lb@example.com', 'lb', 'x') RETURNING id"
-    )
+    user_id = await make_user(db, "lb")
     rows = await db.fetch(
         "INSERT INTO posts (author_id, title, content)"
         " SELECT $1, 'seed ' || i, 'c' FROM generate_series(1, 50) i RETURNING id",

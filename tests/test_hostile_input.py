@@ -20,8 +20,8 @@ from google.protobuf import field_mask_pb2
 
 from service.domain.paging import PageTokens
 from service.server import Server
-from tests.support import rich_error
-from tests.test_grpcurl import grpcurl, response_metadata
+from tests.support import create_user, failure, make_post, rich_error
+from tests.support.grpcurl import grpcurl, response_metadata
 
 if TYPE_CHECKING:
     from blog.v1.post_service_pb2_grpc import PostServiceAsyncStub as PostStub
@@ -100,14 +100,8 @@ async def test_etags_not_issued_by_the_server_are_aborted_and_change_nothing(
     db: asyncpg.Connection,
     no_errors_logged: pytest.LogCaptureFixture,
 ) -> None:
-    user = await users.CreateUser(
-        user_service_pb2.CreateUserRequest(
-            email="etag@example.com", username="etag_user", password="password123"
-        )
-    )
-    post = await posts.CreatePost(
-        post_service_pb2.CreatePostRequest(author_id=user.id, title="T", content="C")
-    )
+    user = await create_user(users, "etag_user", "etag@example.com")
+    post = await make_post(posts, user.id, "T", "C")
     assert user.etag == post.etag == "v1"
     for etag in FOREIGN_ETAGS:
         for call in (
@@ -124,9 +118,7 @@ async def test_etags_not_issued_by_the_server_are_aborted_and_change_nothing(
                 )
             ),
         ):
-            with pytest.raises(grpc.RpcError) as caught:
-                await call
-            error = rich_error(caught.value)
+            error = await failure(call)
             assert (error.code, error.reason) == (grpc.StatusCode.ABORTED, "STALE_ETAG"), (
                 etag,
                 error,
@@ -139,14 +131,8 @@ async def test_etags_not_issued_by_the_server_are_aborted_and_change_nothing(
 async def test_etags_with_control_characters_are_invalid_argument_naming_the_field(
     users: UserStub, posts: PostStub, no_errors_logged: pytest.LogCaptureFixture
 ) -> None:
-    user = await users.CreateUser(
-        user_service_pb2.CreateUserRequest(
-            email="etag@example.com", username="etag_user", password="password123"
-        )
-    )
-    post = await posts.CreatePost(
-        post_service_pb2.CreatePostRequest(author_id=user.id, title="T", content="C")
-    )
+    user = await create_user(users, "etag_user", "etag@example.com")
+    post = await make_post(posts, user.id, "T", "C")
     for etag in CONTROL_ETAGS:
         for call, field in (
             (
@@ -168,9 +154,7 @@ async def test_etags_with_control_characters_are_invalid_argument_naming_the_fie
                 "post.etag",
             ),
         ):
-            with pytest.raises(grpc.RpcError) as caught:
-                await call
-            error = rich_error(caught.value)
+            error = await failure(call)
             assert error.code == grpc.StatusCode.INVALID_ARGUMENT, (etag, error)
             assert set(error.violations) == {field}, (etag, error.violations)
     assert errors_logged(no_errors_logged) == []
@@ -223,9 +207,7 @@ async def test_forged_tokens_with_a_valid_mac_and_extreme_positions_are_invalid_
             )
         ),
     ):
-        with pytest.raises(grpc.RpcError) as caught:
-            await call
-        error = rich_error(caught.value)
+        error = await failure(call)
         assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error
         assert error.reason == "INVALID_PAGE_TOKEN" and set(error.violations) == {"page_token"}
     assert errors_logged(no_errors_logged) == []

@@ -10,7 +10,7 @@ import asyncio
 import statistics
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -22,18 +22,24 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.server import Server
-from tests.conftest import make_settings
-from tests.support import ServerProcess, rich_error
+from tests.support import (
+    ServerProcess,
+    checked_out,
+    make_user,
+    plain,
+    rich_error,
+    serving,
+    sessions_by_state,
+    started_server,
+    tables_locked,
+    until,
+)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 async def _author_with_posts(db: asyncpg.Connection, name: str, count: int, size: int) -> int:
-    author: int = await db.fetchval(
-        "INSERT INTO users (email, username, hashed_password) VALUES ($1, $2, 'x') RETURNING id",
-        f"{name}@example.com",
-        name,
-    )
+    author = await make_user(db, name)
     await db.execute(
         "INSERT INTO posts (author_id, title, content)"
         " SELECT $1, 't' || g, repeat('x', $2) FROM generate_series(1, $3) g",
@@ -44,32 +50,13 @@ async def _author_with_posts(db: asyncpg.Connection, name: str, count: int, size
     return author
 
 
-async def _our_backends(db: asyncpg.Connection, state: str) -> int:
-    n: int = await db.fetchval(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'blog-service'"
-        " AND datname = current_database() AND state = $1",
-        state,
-    )
-    return n
-
-
-async def _until(condition: Callable[[], bool], within: float) -> None:
-    end = time.monotonic() + within
-    while not condition() and time.monotonic() < end:  # noqa: ASYNC110 (a condition, not an event)
-        await asyncio.sleep(0.02)
-
-
 @pytest.fixture
 async def small_server(database_url: str, db_pool: asyncpg.Pool) -> AsyncIterator[Server]:
     """A pool of 4 (so 2 streams at most) and a 2-second stream idle timeout."""
-    server = Server(
-        make_settings(
-            database_url, DB_POOL_SIZE=4, STREAM_IDLE_TIMEOUT_SECONDS=2, DB_POOL_TIMEOUT=5
-        )
-    )
-    await server.start()
-    yield server
-    await server.stop()
+    async with serving(
+        database_url, DB_POOL_SIZE=4, STREAM_IDLE_TIMEOUT_SECONDS=2, DB_POOL_TIMEOUT=5
+    ) as server:
+        yield server
 
 
 async def test_unread_streams_cannot_take_the_read_pool_or_hold_snapshots(
@@ -110,12 +97,14 @@ async def test_unread_streams_cannot_take_the_read_pool_or_hold_snapshots(
         health: Any = health_pb2_grpc.HealthStub(victim)
         answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
         assert answer.status == SERVING
-        assert await _our_backends(db, "idle in transaction") >= 1  # the two open snapshots
+        assert (await sessions_by_state(db)).get(
+            "idle in transaction", 0
+        ) >= 1  # the two open snapshots
 
         await asyncio.sleep(3.0)  # past STREAM_IDLE_TIMEOUT_SECONDS
-        assert await _our_backends(db, "idle in transaction") == 0
+        assert (await sessions_by_state(db)).get("idle in transaction", 0) == 0
         assert small_server.streams.active == 0
-        assert sum(e.pool.checkedout() for e in small_server.database.engines) == 0  # type: ignore[attr-defined]
+        assert checked_out(small_server) == 0
         # The capacity is free again for clients that read.
         again = streams.StreamPosts(post_service_pb2.StreamPostsRequest(author_id=author))
         assert (await again.read()).author_id == author
@@ -133,7 +122,7 @@ def test_streams_of_large_posts_buffer_bytes_not_rows(database_url: str) -> None
     here all 300 posts: about 30 MB per stream, 150 MB for the five."""
 
     async def scenario(address: str, pid: int) -> float:
-        db = await asyncpg.connect(make_settings(database_url).database_url.replace("+asyncpg", ""))
+        db = await asyncpg.connect(plain(database_url))
         try:
             await db.execute("TRUNCATE users, posts RESTART IDENTITY CASCADE")
             author = await _author_with_posts(db, "essayist", 300, 100_000)
@@ -227,7 +216,7 @@ def test_a_burst_of_2500_concurrent_calls_ends_none_cancelled(database_url: str)
                 await channel.close(None)
 
     async def seed() -> None:
-        db = await asyncpg.connect(make_settings(database_url).database_url.replace("+asyncpg", ""))
+        db = await asyncpg.connect(plain(database_url))
         try:
             await db.execute("TRUNCATE users, posts RESTART IDENTITY CASCADE")
             await _author_with_posts(db, "bursty", 1, 10)
@@ -249,13 +238,11 @@ async def test_calls_past_max_concurrent_rpcs_are_refused_at_once_with_details(
     """MAX_CONCURRENT_RPCS=20 and 40 writes blocked on a lock: 20 are refused at once,
     RESOURCE_EXHAUSTED with reason SERVER_OVERLOADED; the 20 admitted commit once the lock goes."""
     author = await _author_with_posts(db, "admitted", 0, 1)
-    server = Server(make_settings(database_url, MAX_CONCURRENT_RPCS=20))
-    await server.start()
+    server = await started_server(database_url, MAX_CONCURRENT_RPCS=20)
     try:
         async with aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub: Any = post_service_pb2_grpc.PostServiceStub(channel)
-            async with db_pool.acquire() as locker, locker.transaction():
-                await locker.execute("LOCK TABLE posts IN ACCESS EXCLUSIVE MODE")
+            async with tables_locked(db_pool, "posts"):
                 calls = [
                     stub.CreatePost(
                         post_service_pb2.CreatePostRequest(
@@ -266,7 +253,7 @@ async def test_calls_past_max_concurrent_rpcs_are_refused_at_once_with_details(
                     for _ in range(40)
                 ]
                 start = time.monotonic()
-                await _until(lambda: sum(c.done() for c in calls) >= 20, within=10)
+                await until(lambda: sum(c.done() for c in calls) >= 20, within=10)
                 assert server.admission.active == 20
                 refused = []
                 for call in calls:
@@ -393,12 +380,8 @@ async def test_a_stream_slow_to_find_its_rows_is_not_idle(
     author = await _author_with_posts(db, "patient", 20, 100)
     async with aio.insecure_channel(f"127.0.0.1:{small_server.port}") as channel:
         stub: Any = post_service_pb2_grpc.PostServiceStub(channel)
-        async with db_pool.acquire() as locker:
-            transaction = locker.transaction()
-            await transaction.start()
-            await locker.execute("LOCK TABLE posts IN ACCESS EXCLUSIVE MODE")
+        async with tables_locked(db_pool, "posts"):
             call = stub.StreamPosts(post_service_pb2.StreamPostsRequest(author_id=author))
             await asyncio.sleep(3.0)
-            await transaction.rollback()
         received = [post async for post in call]
     assert len(received) == 20

@@ -22,8 +22,8 @@ from blog.v1 import (
 from google.protobuf import field_mask_pb2
 from grpc import aio
 
-from tests.conftest import plain, unique
-from tests.support import ServerProcess, rich_error
+from tests.support import ServerProcess, create_user, failure, plain, rich_error, unique
+from tests.support.paging import every_page
 
 if TYPE_CHECKING:
     from blog.v1.post_service_pb2_grpc import PostServiceAsyncStub as PostStub
@@ -58,13 +58,7 @@ async def channels(
 
 
 async def author(users: UserStub) -> resources_pb2.User:
-    name = unique("m")
-    return await users.CreateUser(
-        user_service_pb2.CreateUserRequest(
-            email=f"{name}@example.com", username=name, password="password-1"
-        ),
-        metadata=AUTH,
-    )
+    return await create_user(users, unique("m"), metadata=AUTH)
 
 
 async def test_the_processes_are_distinct(replicas: tuple[ServerProcess, ServerProcess]) -> None:
@@ -100,20 +94,14 @@ async def test_paginated_walk_alternating_between_processes_sees_each_row_once(
                 metadata=AUTH,
             )
         )
-    seen: list[int] = []
-    token = ""
-    pages = 0
-    while True:
-        page = await (a, b)[pages % 2].ListPosts(
+    pages = await every_page(
+        lambda number, token: (a, b)[number % 2].ListPosts(
             post_service_pb2.ListPostsRequest(author_id=writer.id, page_size=3, page_token=token),
             metadata=AUTH,
-        )
-        pages += 1
-        seen += [p.id for p in page.posts]
-        token = page.next_page_token
-        if not token:
-            break
-        assert pages < 50
+        ),
+        most=50,
+    )
+    seen = [p.id for page in pages for p in page.posts]
     assert len(seen) == len(set(seen)) == 11
     assert seen == [p.id for p in reversed(created)]  # newest first, as from one process
     # A token from one process, reused with other filters on the other: refused by both rules.
@@ -155,9 +143,7 @@ async def test_etags_from_one_process_are_honoured_by_the_other(
     assert await pa.GetPost(post_service_pb2.GetPostRequest(id=post.id), metadata=AUTH) == v1
     v2 = await retitle(pa, v1.etag, "v2")  # etag issued by B, accepted by A
     for stub in (pa, pb):  # the etag both have made stale is refused by both
-        with pytest.raises(grpc.RpcError) as caught:
-            await retitle(stub, v1.etag, "lost update")
-        error = rich_error(caught.value)
+        error = await failure(retitle(stub, v1.etag, "lost update"))
         assert (error.code, error.reason) == (grpc.StatusCode.ABORTED, "STALE_ETAG")
 
     user_etag = (

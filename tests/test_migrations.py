@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 
 import asyncpg
 import pytest
 from alembic import command
-from sqlalchemy.engine import make_url
 
 from service.db import migrate
-from tests.conftest import plain
+from tests.support import new_database, plain
 
 TABLES = {"users", "posts", "post_requests"}
 INDEXES = {
@@ -24,14 +22,6 @@ INDEXES = {
     "ix_posts_author_id_created_at_id",
     "ix_post_requests_expires_at",
 }
-
-
-async def _admin(admin_url: str, sql: str) -> None:
-    connection = await asyncpg.connect(plain(admin_url))
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
 
 
 async def _names(url: str) -> tuple[set[str], set[str]]:
@@ -61,12 +51,8 @@ def names(url: str) -> tuple[set[str], set[str]]:
 @pytest.fixture
 def empty_database(admin_url: str) -> Iterator[str]:
     """A brand-new database of this test's own (SQLAlchemy URL), dropped afterwards."""
-    name = f"blog_migrations_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with new_database(admin_url, "blog_migrations") as url:
+        yield url
 
 
 def test_upgrade_downgrade_upgrade_on_an_empty_database(empty_database: str) -> None:

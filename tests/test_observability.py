@@ -4,9 +4,7 @@ reads them: from its output and from its /metrics endpoint.
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -15,23 +13,21 @@ import grpc
 import pytest
 from blog.v1 import post_service_pb2, post_service_pb2_grpc, user_service_pb2, user_service_pb2_grpc
 
-from tests.support import ServerProcess, free_port
+from tests.support import ServerProcess
+from tests.support.telemetry import (
+    calls_with_secrets,
+    handled_total,
+    log_entries,
+    observed_env,
+    response_request_ids,
+    scrape,
+    wait_for_entry,
+)
 
 TOKEN = f"tok-{uuid.uuid4().hex}"
 PASSWORD = f"Pw-{uuid.uuid4().hex}-secret"
 NEW_PASSWORD = f"Pw2-{uuid.uuid4().hex}-secret"
 AUTH = [("authorization", f"Bearer {TOKEN}")]
-
-
-def observed_env(database_url: str, token: str) -> dict[str, str]:
-    """A server that logs JSON at INFO, serves metrics and requires `token`."""
-    return {
-        "DATABASE_URL": database_url,
-        "LOG_FORMAT": "json",
-        "LOG_LEVEL": "INFO",
-        "METRICS_PORT": str(free_port()),
-        "AUTH_TOKENS": token,
-    }
 
 
 @pytest.fixture(scope="module")
@@ -44,35 +40,6 @@ def observed(database_url: str) -> Iterator[ServerProcess]:
 def users(observed: ServerProcess) -> Iterator[Any]:
     with grpc.insecure_channel(observed.address) as channel:
         yield user_service_pb2_grpc.UserServiceStub(channel)
-
-
-def response_request_ids(call: Any) -> list[str]:
-    metadata = [*(call.initial_metadata() or ()), *(call.trailing_metadata() or ())]
-    return [value for key, value in metadata if key == "x-request-id"]
-
-
-def log_entries(process: ServerProcess) -> list[dict[str, Any]]:
-    entries = []
-    for line in process.output().splitlines():
-        if not line.strip():
-            continue
-        entry = json.loads(line)  # every line must be one JSON object
-        assert isinstance(entry, dict), line
-        entries.append(entry)
-    return entries
-
-
-def wait_for_entry(
-    process: ServerProcess, request_id: str, at_least: int = 1
-) -> list[dict[str, Any]]:
-    """The log entries of `request_id`, once at least `at_least` of them are written (up to 3 s):
-    the server writes its lines in batches (service.logs)."""
-    end = time.monotonic() + 3
-    while True:
-        mine = [e for e in log_entries(process) if e.get("request_id") == request_id]
-        if len(mine) >= at_least or time.monotonic() > end:
-            return mine
-        time.sleep(0.02)
 
 
 def test_given_request_id_is_echoed_and_logged(users: Any, observed: ServerProcess) -> None:
@@ -128,29 +95,7 @@ def test_every_line_is_json_and_no_secret_is_ever_logged(
     suffix = uuid.uuid4().hex[:8]
     rid = f"secret-{suffix}"
     meta = [*AUTH, ("x-request-id", rid)]
-    user = users.CreateUser(
-        user_service_pb2.CreateUserRequest(
-            email=f"s{suffix}@example.com", username=f"s{suffix}", password=PASSWORD
-        ),
-        metadata=meta,
-        timeout=10,
-    )
-    users.AuthenticateUser(
-        user_service_pb2.AuthenticateUserRequest(login=user.email, password=PASSWORD),
-        metadata=meta,
-        timeout=10,
-    )
-    with pytest.raises(grpc.RpcError):
-        users.AuthenticateUser(
-            user_service_pb2.AuthenticateUserRequest(login=user.email, password=NEW_PASSWORD),
-            metadata=meta,
-            timeout=10,
-        )
-    users.ChangePassword(
-        user_service_pb2.ChangePasswordRequest(id=user.id, new_password=NEW_PASSWORD),
-        metadata=meta,
-        timeout=10,
-    )
+    calls_with_secrets(users, meta, PASSWORD, NEW_PASSWORD)
     with pytest.raises(grpc.RpcError):  # too long: a validation failure must not echo it
         users.CreateUser(
             user_service_pb2.CreateUserRequest(
@@ -177,13 +122,6 @@ def test_every_line_is_json_and_no_secret_is_ever_logged(
     for secret in (PASSWORD, NEW_PASSWORD, TOKEN, "$argon2"):
         assert secret not in output, secret
     log_entries(observed)  # every line, whatever logged it, parses as one JSON object
-
-
-def scrape(process: ServerProcess) -> str:
-    port = process.env["METRICS_PORT"]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        body: bytes = response.read()
-    return body.decode()
 
 
 def test_metrics_count_calls_by_method_and_code_and_show_the_pools(
@@ -217,16 +155,11 @@ def test_metrics_count_calls_by_method_and_code_and_show_the_pools(
     ]
     assert checked_out and all(v == 0 for v in checked_out)
 
-    before = _counter(text, 'grpc_method="ListUsers"', 'grpc_code="OK"')
+    before = handled_total(text, 'grpc_method="ListUsers"', 'grpc_code="OK"')
     users.ListUsers(user_service_pb2.ListUsersRequest(), metadata=AUTH, timeout=5)
-    assert _counter(scrape(observed), 'grpc_method="ListUsers"', 'grpc_code="OK"') == before + 1
-
-
-def _counter(text: str, *parts: str) -> float:
-    for line in text.splitlines():
-        if line.startswith("grpc_server_handled_total{") and all(p in line for p in parts):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    assert (
+        handled_total(scrape(observed), 'grpc_method="ListUsers"', 'grpc_code="OK"') == before + 1
+    )
 
 
 def test_db_echo_logs_each_statement_with_its_call_and_never_its_parameters(

@@ -27,10 +27,9 @@ from blog.v1 import (
 )
 from grpc_health.v1 import health_pb2
 
+from devtools.embedded import EmbeddedPostgres
 from service.db import migrate
-from service.db.embedded import EmbeddedPostgres
-from tests.conftest import plain
-from tests.support import ServerProcess, rich_error, wait_for_health
+from tests.support import ServerProcess, plain, rich_error, wait_for_health
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -18,9 +18,8 @@ from grpc import aio
 
 from service.repositories import users as user_repository
 from service.repositories.base import like_pattern
-from service.server import Server
-from tests.conftest import make_settings
-from tests.support import RichError, rich_error
+from tests.support import RichError, failure, make_user, started_server
+from tests.support.paging import every_page
 
 if TYPE_CHECKING:
     from blog.v1.post_service_pb2_grpc import PostServiceAsyncStub as PostStub
@@ -43,15 +42,6 @@ async def insert_users(db: asyncpg.Connection, count: int, prefix: str = "user")
     )
 
 
-async def insert_user(db: asyncpg.Connection, email: str, username: str) -> int:
-    user_id: int = await db.fetchval(
-        "INSERT INTO users (email, username, hashed_password) VALUES ($1, $2, 'x') RETURNING id",
-        email,
-        username,
-    )
-    return user_id
-
-
 async def insert_posts(db: asyncpg.Connection, author_id: int, count: int) -> None:
     """`count` posts in the past, three per created_at, every other one published."""
     await db.execute(
@@ -71,31 +61,25 @@ async def newest_first_ids(db: asyncpg.Connection, table: str, where: str = "tru
 
 async def list_user_ids(users: UserStub, **request: Any) -> list[int]:
     """Every page of ListUsers with `request`'s filters, concatenated."""
-    ids: list[int] = []
-    token = ""
-    while True:
-        page = await users.ListUsers(user_service_pb2.ListUsersRequest(page_token=token, **request))
-        ids.extend(u.id for u in page.users)
-        token = page.next_page_token
-        if not token:
-            return ids
+    pages = await every_page(
+        lambda _, token: users.ListUsers(
+            user_service_pb2.ListUsersRequest(page_token=token, **request)
+        )
+    )
+    return [u.id for page in pages for u in page.users]
 
 
 async def list_post_ids(posts: PostStub, **request: Any) -> list[int]:
-    ids: list[int] = []
-    token = ""
-    while True:
-        page = await posts.ListPosts(post_service_pb2.ListPostsRequest(page_token=token, **request))
-        ids.extend(p.id for p in page.posts)
-        token = page.next_page_token
-        if not token:
-            return ids
+    pages = await every_page(
+        lambda _, token: posts.ListPosts(
+            post_service_pb2.ListPostsRequest(page_token=token, **request)
+        )
+    )
+    return [p.id for page in pages for p in page.posts]
 
 
 async def invalid(call: Awaitable[Any], field: str) -> RichError:
-    with pytest.raises(grpc.RpcError) as caught:
-        await call
-    error = rich_error(caught.value)
+    error = await failure(call)
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error.message
     assert error.domain == "blog.v1" and error.reason
     assert field in error.violations, error.violations
@@ -116,7 +100,7 @@ async def first_post_token(posts: PostStub, **request: Any) -> str:
 
 @pytest.fixture
 async def author(db: asyncpg.Connection) -> AsyncIterator[int]:
-    yield await insert_user(db, "author@example.com", "author")
+    yield await make_user(db, "author")
 
 
 # --- order and page size ------------------------------------------------------------------------
@@ -271,21 +255,17 @@ async def test_tokens_from_one_server_are_accepted_by_another_with_the_same_conf
 ) -> None:
     await insert_users(db, 50)
     expected = await newest_first_ids(db, "users")
-    other = Server(make_settings(database_url))
-    await other.start()
+    other = await started_server(database_url)
     try:
         async with aio.insecure_channel(f"127.0.0.1:{other.port}") as channel:
             stubs = [users, user_service_pb2_grpc.UserServiceStub(channel)]
-            seen: list[int] = []
-            token = ""
-            for turn in range(100):
-                page = await stubs[turn % 2].ListUsers(
+            pages = await every_page(
+                lambda turn, token: stubs[turn % 2].ListUsers(
                     user_service_pb2.ListUsersRequest(page_size=7, page_token=token)
-                )
-                seen.extend(u.id for u in page.users)
-                token = page.next_page_token
-                if not token:
-                    break
+                ),
+                most=100,
+            )
+            seen = [u.id for page in pages for u in page.users]
     finally:
         await other.stop()
     assert seen == expected
@@ -296,8 +276,7 @@ async def test_tokens_are_refused_by_a_server_with_another_secret(
 ) -> None:
     await insert_users(db, 10)
     token = await first_user_token(users)
-    other = Server(make_settings(database_url, PAGE_TOKEN_SECRET="a-completely-different-secret"))
-    await other.start()
+    other = await started_server(database_url, PAGE_TOKEN_SECRET="a-completely-different-secret")
     try:
         async with aio.insecure_channel(f"127.0.0.1:{other.port}") as channel:
             stub = user_service_pb2_grpc.UserServiceStub(channel)
@@ -414,7 +393,7 @@ async def test_post_token_reused_with_other_filters_is_invalid_argument(
     first: dict[str, Any],
     second: dict[str, Any],
 ) -> None:
-    other = await insert_user(db, "other@example.com", "other")
+    other = await make_user(db, "other")
     await insert_posts(db, author, 20)
 
     def resolve(filters: dict[str, Any]) -> dict[str, Any]:
@@ -451,9 +430,9 @@ async def test_user_token_is_not_a_post_token(
 async def test_user_query_matches_email_or_username_case_insensitively(
     users: UserStub, db: asyncpg.Connection
 ) -> None:
-    by_email = await insert_user(db, "Zebra.Keeper@Example.com", "first")
-    by_username = await insert_user(db, "second@example.com", "OldZEBRA")
-    await insert_user(db, "third@example.com", "horse")
+    by_email = await make_user(db, "first", "Zebra.Keeper@Example.com")
+    by_username = await make_user(db, "OldZEBRA", "second@example.com")
+    await make_user(db, "horse", "third@example.com")
     found = await list_user_ids(users, query="zEbRa")
     assert sorted(found) == sorted([by_email, by_username])
 
@@ -474,7 +453,7 @@ async def test_user_query_wildcards_match_literally(
 ) -> None:
     ids = {}
     for i, name in enumerate(["a_b", "axb", "a%b", "a\\b"]):
-        ids[name] = await insert_user(db, f"person{i}@example.com", name)
+        ids[name] = await make_user(db, name, f"person{i}@example.com")
     found = await list_user_ids(users, query=query)
     assert sorted(found) == sorted(ids[name] for name in matching)
 
@@ -550,7 +529,7 @@ async def test_list_users_query_and_is_active_combine(
 async def test_list_posts_author_and_published_filters_including_false(
     posts: PostStub, db: asyncpg.Connection, author: int
 ) -> None:
-    other = await insert_user(db, "other@example.com", "other")
+    other = await make_user(db, "other")
     await insert_posts(db, author, 10)
     await insert_posts(db, other, 6)
     assert await list_post_ids(posts, author_id=other) == await newest_first_ids(

@@ -16,23 +16,16 @@ from blog.v1 import post_service_pb2, post_service_pb2_grpc, user_service_pb2, u
 from grpc import aio
 
 from service.server import Server
-from tests.conftest import make_settings
+from tests.support import PASSWORD, create_user, started_server
 
 if TYPE_CHECKING:
     from blog.v1.user_service_pb2_grpc import UserServiceAsyncStub as UserStub
-PASSWORD = "correct horse battery"
-
-
-async def _server(database_url: str, **overrides: object) -> Server:
-    server = Server(make_settings(database_url, **overrides))
-    await server.start()
-    return server
 
 
 @pytest.fixture
 async def costly_server(database_url: str, db_pool: asyncpg.Pool) -> AsyncIterator[Server]:
     """A server with real Argon2 cost (the OWASP minimum) and a single hashing thread."""
-    server = await _server(
+    server = await started_server(
         database_url, ARGON2_MEMORY_KIB=19 * 1024, ARGON2_TIME_COST=2, PASSWORD_HASH_THREADS=1
     )
     yield server
@@ -46,12 +39,7 @@ def _stub(server: Server) -> tuple[aio.Channel, UserStub]:
 
 
 async def _create(users: UserStub, name: str) -> int:
-    user = await users.CreateUser(
-        user_service_pb2.CreateUserRequest(
-            email=f"{name}@example.com", username=name, password=PASSWORD
-        )
-    )
-    return int(user.id)
+    return int((await create_user(users, name)).id)
 
 
 async def _stored_hash(db: asyncpg.Connection, user_id: int) -> str:
@@ -73,7 +61,7 @@ async def test_hash_is_argon2id_with_the_configured_cost(
 async def test_login_rehashes_when_the_parameters_changed(
     database_url: str, db: asyncpg.Connection
 ) -> None:
-    cheap = await _server(database_url, ARGON2_MEMORY_KIB=1024, ARGON2_TIME_COST=1)
+    cheap = await started_server(database_url, ARGON2_MEMORY_KIB=1024, ARGON2_TIME_COST=1)
     try:
         channel, users = _stub(cheap)
         async with channel:
@@ -82,7 +70,7 @@ async def test_login_rehashes_when_the_parameters_changed(
         await cheap.stop()
     assert "m=1024,t=1" in await _stored_hash(db, user_id)
 
-    stronger = await _server(database_url, ARGON2_MEMORY_KIB=2048, ARGON2_TIME_COST=2)
+    stronger = await started_server(database_url, ARGON2_MEMORY_KIB=2048, ARGON2_TIME_COST=2)
     try:
         channel, users = _stub(stronger)
         async with channel:
@@ -160,7 +148,7 @@ async def test_a_flood_of_wrong_logins_cannot_slow_other_clients_writes(
     client's CreatePost keeps a median under 0.5 s. Before: logins held write connections
     inside open transactions while queued for the hash; CreatePost took 3.6-4.9 s or failed
     UNAVAILABLE."""
-    server = await _server(
+    server = await started_server(
         database_url,
         ARGON2_MEMORY_KIB=19 * 1024,
         ARGON2_TIME_COST=2,
@@ -235,7 +223,7 @@ async def test_a_login_racing_a_password_change_never_undoes_it(database_url: st
     """
     trials = 20
     names = [f"race{i}" for i in range(trials)]
-    cheap = await _server(database_url, ARGON2_MEMORY_KIB=1024, ARGON2_TIME_COST=1)
+    cheap = await started_server(database_url, ARGON2_MEMORY_KIB=1024, ARGON2_TIME_COST=1)
     try:
         channel, users = _stub(cheap)
         async with channel:
@@ -243,7 +231,7 @@ async def test_a_login_racing_a_password_change_never_undoes_it(database_url: st
     finally:
         await cheap.stop()
 
-    stronger = await _server(
+    stronger = await started_server(
         database_url, ARGON2_MEMORY_KIB=4096, ARGON2_TIME_COST=2, PASSWORD_HASH_THREADS=2
     )
     new_password = "a brand new password"

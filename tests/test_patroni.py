@@ -20,9 +20,7 @@ from blog.v1 import post_service_pb2, post_service_pb2_grpc
 from grpc import aio
 
 from service.db import migrate
-from tests import patroni
-from tests.conftest import plain, run_sync
-from tests.support import ServerProcess
+from tests.support import ServerProcess, patroni, plain, run_sync
 
 if TYPE_CHECKING:
     from blog.v1.post_service_pb2_grpc import PostServiceAsyncStub as PostStub

@@ -10,39 +10,10 @@ import pytest
 from blog.v1 import post_service_pb2, resources_pb2
 from google.protobuf import field_mask_pb2
 
-from tests.support import RichError, rich_error
+from tests.support import failure, make_post, make_user
 
 if TYPE_CHECKING:
     from blog.v1.post_service_pb2_grpc import PostServiceAsyncStub as PostStub
-
-
-async def make_user(db: asyncpg.Connection, name: str = "alice") -> int:
-    user_id: int = await db.fetchval(
-        "INSERT INTO users (email, username, hashed_password) VALUES ($1, $2, 'x') RETURNING id",
-        f"{name}@example.com",
-        name,
-    )
-    return user_id
-
-
-async def make_post(
-    posts: PostStub,
-    author_id: int,
-    title: str = "Title",
-    content: str = "Content",
-    published: bool = False,
-) -> resources_pb2.Post:
-    return await posts.CreatePost(
-        post_service_pb2.CreatePostRequest(
-            author_id=author_id, title=title, content=content, published=published
-        )
-    )
-
-
-async def failure(call: object) -> RichError:
-    with pytest.raises(grpc.RpcError) as caught:
-        await call  # type: ignore[misc]
-    return rich_error(caught.value)
 
 
 async def update(

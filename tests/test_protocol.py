@@ -19,8 +19,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from tests.support import ServerProcess, rich_error
-from tests.test_observability import (
-    _counter,
+from tests.support.telemetry import (
+    handled_total,
     observed_env,
     response_request_ids,
     scrape,
@@ -76,7 +76,7 @@ def test_undecodable_request_is_malformed_request_with_its_id_logged_and_counted
     rid = f"bad-bytes-{uuid.uuid4().hex}"
     _, service, name = method.split("/")
     labels = (f'grpc_service="{service}"', f'grpc_method="{name}"', 'grpc_code="InvalidArgument"')
-    before = _counter(scrape(served), *labels)
+    before = handled_total(scrape(served), *labels)
     with pytest.raises(grpc.RpcError) as caught:
         raw_call(channel, method, payload, metadata=(*AUTH, ("x-request-id", rid)))
     error = rich_error(caught.value)
@@ -87,7 +87,7 @@ def test_undecodable_request_is_malformed_request_with_its_id_logged_and_counted
     (entry,) = wait_for_entry(served, rid)
     assert (entry["method"], entry["code"], entry["level"]) == (method, "INVALID_ARGUMENT", "INFO")
     assert entry["duration_ms"] >= 0
-    assert _counter(scrape(served), *labels) == before + 1
+    assert handled_total(scrape(served), *labels) == before + 1
 
 
 def test_undecodable_request_without_a_token_is_unauthenticated(channel: grpc.Channel) -> None:

@@ -19,7 +19,7 @@ from packaging.requirements import Requirement
 from service import reflection as ours
 from service.server import Server
 from tests.support import ROOT
-from tests.test_grpcurl import grpcurl
+from tests.support.grpcurl import grpcurl
 
 # The library's methods that _ReflectionServicer replaces; its other private methods are helpers.
 OVERRIDDEN = {"_file_by_filename", "_file_containing_symbol"}

@@ -38,11 +38,12 @@ from google.protobuf import field_mask_pb2
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from devtools.embedded import EmbeddedPostgres
 from service.db import migrate
-from service.db.embedded import EmbeddedPostgres
 from service.server import Server
-from tests.conftest import make_settings, plain, unique
-from tests.support import rich_error
+from tests.support import create_user, failure, plain, rich_error, started_server, unique
+from tests.support.paging import every_page
+from tests.support.postgres import ReplicaPostgres
 
 if TYPE_CHECKING:
     from blog.v1.post_service_pb2_grpc import PostServiceAsyncStub as PostStub
@@ -72,7 +73,7 @@ def cluster() -> Iterator[Cluster]:
         tempfile.TemporaryDirectory(prefix="blog-replica-") as r,
     ):
         primary = EmbeddedPostgres(Path(p), fast=True)
-        replica = EmbeddedPostgres(Path(r), fast=True)
+        replica = ReplicaPostgres(Path(r), fast=True)
         primary.start()
         try:
 
@@ -125,16 +126,10 @@ async def caught_up(cluster: Cluster, primary_db: asyncpg.Connection) -> None:
     raise AssertionError(f"replica did not replay up to {lsn} within {timeout}s")
 
 
-async def started(url: str, **overrides: object) -> Server:
-    server = Server(make_settings(url, **overrides))
-    await server.start()
-    return server
-
-
 @pytest.fixture
 async def service(cluster: Cluster) -> AsyncIterator[Server]:
     """The service reading from the replica: a fresh one per test."""
-    instance = await started(cluster.primary_url, DATABASE_REPLICA_URL=cluster.replica_url)
+    instance = await started_server(cluster.primary_url, DATABASE_REPLICA_URL=cluster.replica_url)
     yield instance
     await instance.stop()
 
@@ -149,15 +144,6 @@ def stubs(channel: aio.Channel) -> tuple[UserStub, PostStub]:
     return (
         user_service_pb2_grpc.UserServiceStub(channel),
         post_service_pb2_grpc.PostServiceStub(channel),
-    )
-
-
-async def create_user(users: UserStub) -> resources_pb2.User:
-    name = unique("r")
-    return await users.CreateUser(
-        user_service_pb2.CreateUserRequest(
-            email=f"{name}@example.com", username=name, password="password-1"
-        )
     )
 
 
@@ -185,7 +171,7 @@ async def test_reads_are_served_by_the_replica_and_writes_by_the_primary(
     cluster: Cluster, primary_db: asyncpg.Connection, channel: aio.Channel
 ) -> None:
     users, _ = stubs(channel)
-    user = await create_user(users)
+    user = await create_user(users, unique("r"))
     await caught_up(cluster, primary_db)
     replica = await asyncpg.connect(plain(cluster.replica_url))
     try:
@@ -236,7 +222,7 @@ async def test_page_tokens_are_valid_across_replica_and_primary(
     """A token issued by a read on the replica works on a server reading from the primary,
     and the other way round: the walk sees every row exactly once."""
     users, posts = stubs(channel)
-    author = await create_user(users)
+    author = await create_user(users, unique("r"))
     created = await posts.BatchCreatePosts(
         post_service_pb2.BatchCreatePostsRequest(
             requests=[
@@ -246,27 +232,24 @@ async def test_page_tokens_are_valid_across_replica_and_primary(
         )
     )
     await caught_up(cluster, primary_db)
-    primary_only = await started(cluster.primary_url)
+    primary_only = await started_server(cluster.primary_url)
     try:
         async with aio.insecure_channel(f"127.0.0.1:{primary_only.port}") as other:
             walkers = [posts, post_service_pb2_grpc.PostServiceStub(other)]
-            seen: list[int] = []
-            token = ""
-            for page_number in range(100):
-                page = await walkers[page_number % 2].ListPosts(
+            pages = await every_page(
+                lambda number, token: walkers[number % 2].ListPosts(
                     post_service_pb2.ListPostsRequest(
                         author_id=author.id, page_size=2, page_token=token
                     )
-                )
-                seen += [p.id for p in page.posts]
-                token = page.next_page_token
-                if not token:
-                    break
+                ),
+                most=100,
+            )
+            seen = [p.id for page in pages for p in page.posts]
     finally:
         await primary_only.stop()
     assert sorted(seen) == sorted(p.id for p in created.posts)
     assert len(seen) == len(set(seen)) == 7
-    print(f"\nwalked {len(seen)} posts in {page_number + 1} pages, alternating replica/primary")
+    print(f"\nwalked {len(seen)} posts in {len(pages)} pages, alternating replica/primary")
 
 
 async def test_replica_lag_a_read_after_a_write_may_return_the_old_row(
@@ -275,7 +258,7 @@ async def test_replica_lag_a_read_after_a_write_may_return_the_old_row(
     """Reads are eventually consistent: with replay paused, a read returns the row as it was,
     its old etag is refused by an Update, and after replay resumes the read sees the write."""
     users, _ = stubs(channel)
-    user = await create_user(users)
+    user = await create_user(users, unique("r"))
     await caught_up(cluster, primary_db)
     await on_replica(cluster, "SELECT pg_wal_replay_pause()")
     try:
@@ -313,7 +296,7 @@ async def test_replica_down_reads_fail_unavailable_fast_writes_still_work(
     cluster: Cluster, primary_db: asyncpg.Connection, service: Server, channel: aio.Channel
 ) -> None:
     users, posts = stubs(channel)
-    user = await create_user(users)
+    user = await create_user(users, unique("r"))
     await caught_up(cluster, primary_db)
     await users.GetUser(user_service_pb2.GetUserRequest(id=user.id))  # a pooled connection
     address = f"127.0.0.1:{service.port}"
@@ -327,15 +310,13 @@ async def test_replica_down_reads_fail_unavailable_fast_writes_still_work(
             users.GetUser(user_service_pb2.GetUserRequest(id=user.id), timeout=10),
         ):
             began = time.monotonic()
-            with pytest.raises(grpc.RpcError) as caught:
-                await read
-            error = rich_error(caught.value)
+            error = await failure(read)
             outcomes.append((error.code.name, error.reason, round(time.monotonic() - began, 3)))
         assert all(code == "UNAVAILABLE" for code, _, _ in outcomes), outcomes
         assert all(reason == "DATABASE_UNAVAILABLE" for _, reason, _ in outcomes), outcomes
         assert all(seconds < 2.0 for _, _, seconds in outcomes), outcomes
 
-        written = await create_user(users)  # writes go to the primary, which is up
+        written = await create_user(users, unique("r"))  # writes go to the primary, which is up
         assert await primary_db.fetchval("SELECT count(*) FROM users WHERE id=$1", written.id)
 
         began = time.monotonic()

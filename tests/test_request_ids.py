@@ -15,15 +15,13 @@ from blog.v1 import post_service_pb2, post_service_pb2_grpc
 from grpc import aio
 
 from service.repositories.requests import CLEANUP_BATCH
-from tests.support import ServerProcess
-from tests.test_posts import failure, make_user
-from tests.test_query_counts import StatementCounter, counter
+from tests.support import ServerProcess, failure, make_user
+from tests.support.statements import StatementCounter
 
 if TYPE_CHECKING:
     from blog.v1.post_service_pb2_grpc import PostServiceAsyncStub as PostStub
 
 pytestmark = pytest.mark.usefixtures("db_pool")
-__all__ = ["counter"]  # the fixture, used by name
 
 
 def create(author: int, request_id: str = "", title: str = "Hello") -> Any:

@@ -30,8 +30,9 @@ from grpc import aio
 from service.domain.entities import PostRecord, UserRecord
 from service.server import Server
 from service.servicers import convert
-from tests.conftest import make_settings
-from tests.support import ServerProcess, rich_error
+from tests.support import ServerProcess, make_user, rich_error, serving
+from tests.support.grpcurl import grpcurl
+from tests.support.paging import every_page
 
 if TYPE_CHECKING:
     from blog.v1.post_service_pb2_grpc import PostServiceAsyncStub as PostStub
@@ -40,15 +41,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.usefixtures("db_pool")
 
 CLIENT_LIMIT = 4 * 1024 * 1024  # grpcio's default max_receive_message_length
-
-
-async def make_author(db: asyncpg.Connection, name: str = "author") -> int:
-    user_id: int = await db.fetchval(
-        "INSERT INTO users (email, username, hashed_password) VALUES ($1, $2, 'x') RETURNING id",
-        f"{name}@example.com",
-        name,
-    )
-    return user_id
 
 
 async def insert_posts(
@@ -71,19 +63,13 @@ async def insert_posts(
 
 async def all_pages(posts: PostStub, **request: object) -> tuple[list[int], list[int]]:
     """Every post id ListPosts returns, paging on; and the number of posts on each page."""
-    seen: list[int] = []
-    sizes: list[int] = []
-    token = ""
-    while True:
-        page = await posts.ListPosts(
+    pages = await every_page(
+        lambda _, token: posts.ListPosts(
             post_service_pb2.ListPostsRequest(page_token=token, **request)  # type: ignore[arg-type]
         )
-        assert page.ByteSize() <= CLIENT_LIMIT
-        seen += [p.id for p in page.posts]
-        sizes.append(len(page.posts))
-        token = page.next_page_token
-        if not token:
-            return seen, sizes
+    )
+    assert all(page.ByteSize() <= CLIENT_LIMIT for page in pages)
+    return [p.id for page in pages for p in page.posts], [len(page.posts) for page in pages]
 
 
 @pytest.mark.parametrize("by_author", [False, True])
@@ -91,7 +77,7 @@ async def test_default_page_of_60_posts_of_100000_characters_stops_early_and_pag
     posts: PostStub, db: asyncpg.Connection, by_author: bool
 ) -> None:
     """The issue's author with 60 posts of 100,000 characters (2 bytes each in UTF-8)."""
-    author = await make_author(db)
+    author = await make_user(db, "author")
     newest_first = await insert_posts(db, author, 60, "é" * 100_000)
 
     seen, sizes = await all_pages(posts, **({"author_id": author} if by_author else {}))
@@ -103,7 +89,7 @@ async def test_default_page_of_60_posts_of_100000_characters_stops_early_and_pag
 async def test_page_size_1000_of_4_kb_posts_stops_early_and_pages_on(
     posts: PostStub, db: asyncpg.Connection
 ) -> None:
-    author = await make_author(db)
+    author = await make_user(db, "author")
     newest_first = await insert_posts(db, author, 1200, "x" * 4200)
 
     seen, sizes = await all_pages(posts, page_size=1000)
@@ -115,7 +101,7 @@ async def test_page_size_1000_of_4_kb_posts_stops_early_and_pages_on(
 async def test_small_posts_still_fill_a_page_of_1000(
     posts: PostStub, db: asyncpg.Connection
 ) -> None:
-    author = await make_author(db)
+    author = await make_user(db, "author")
     newest_first = await insert_posts(db, author, 1001, "small")
 
     seen, sizes = await all_pages(posts, page_size=1000)
@@ -126,13 +112,11 @@ async def test_small_posts_still_fill_a_page_of_1000(
 @pytest.fixture
 async def small_messages(database_url: str) -> AsyncIterator[user_service_pb2_grpc.UserServiceStub]:
     """A server whose GRPC_MAX_MESSAGE_BYTES (16 KiB) is what a page of users can outgrow."""
-    instance = Server(make_settings(database_url, GRPC_MAX_MESSAGE_BYTES=16 * 1024))
-    await instance.start()
-    try:
-        async with aio.insecure_channel(f"127.0.0.1:{instance.port}") as channel:
-            yield user_service_pb2_grpc.UserServiceStub(channel)
-    finally:
-        await instance.stop()
+    async with (
+        serving(database_url, GRPC_MAX_MESSAGE_BYTES=16 * 1024) as instance,
+        aio.insecure_channel(f"127.0.0.1:{instance.port}") as channel,
+    ):
+        yield user_service_pb2_grpc.UserServiceStub(channel)
 
 
 async def test_list_users_page_stops_early_when_users_would_not_fit(
@@ -147,16 +131,14 @@ async def test_list_users_page_stops_early_when_users_would_not_fit(
     )
     newest_first = [r[0] for r in await db.fetch("SELECT id FROM users ORDER BY created_at DESC")]
 
-    seen: list[int] = []
-    sizes: list[int] = []
-    token = ""
-    while True:
-        page = await small_messages.ListUsers(user_service_pb2.ListUsersRequest(page_token=token))
-        assert page.ByteSize() <= 16 * 1024
-        seen += [u.id for u in page.users]
-        sizes.append(len(page.users))
-        if not (token := page.next_page_token):
-            break
+    pages = await every_page(
+        lambda _, token: small_messages.ListUsers(
+            user_service_pb2.ListUsersRequest(page_token=token)
+        )
+    )
+    assert all(page.ByteSize() <= 16 * 1024 for page in pages)
+    seen = [u.id for page in pages for u in page.users]
+    sizes = [len(page.users) for page in pages]
 
     assert seen == newest_first
     assert 10 < sizes[0] < 50, sizes
@@ -169,7 +151,7 @@ def with_posts(user_id: int) -> user_service_pb2.GetUserRequest:
 async def test_with_posts_keeps_the_newest_posts_that_fit(
     users: UserStub, db: asyncpg.Connection
 ) -> None:
-    author = await make_author(db)
+    author = await make_user(db, "author")
     newest_first = await insert_posts(db, author, 150, "x" * 100_000)
 
     found = await users.GetUser(with_posts(author))
@@ -183,7 +165,7 @@ async def test_with_posts_keeps_the_newest_posts_that_fit(
 async def test_with_posts_holds_at_most_the_100_newest(
     users: UserStub, db: asyncpg.Connection
 ) -> None:
-    author = await make_author(db)
+    author = await make_user(db, "author")
     newest_first = await insert_posts(db, author, 150, "small")
 
     found = await users.GetUser(with_posts(author))
@@ -192,7 +174,7 @@ async def test_with_posts_holds_at_most_the_100_newest(
 
 
 async def test_with_posts_of_a_user_without_posts(users: UserStub, db: asyncpg.Connection) -> None:
-    author = await make_author(db)
+    author = await make_user(db, "author")
     found = await users.GetUser(with_posts(author))
     assert found.id == author and len(found.posts) == 0
 
@@ -203,7 +185,7 @@ async def test_batch_whose_response_would_not_fit_is_refused_and_creates_nothing
     """1000 posts of 4,150 characters: the request fits in 4 MiB, the response (each post with
     its id, timestamps, etag and author) does not. Before, the posts committed and the client
     read RESOURCE_EXHAUSTED."""
-    author = await make_author(db)
+    author = await make_user(db, "author")
     request = post_service_pb2.BatchCreatePostsRequest(
         requests=[
             post_service_pb2.CreatePostRequest(author_id=author, title=f"t{i}", content="x" * 4150)
@@ -234,7 +216,7 @@ async def test_8_concurrent_with_posts_calls_cost_memory_bounded_by_the_response
 ) -> None:
     """The issue's 8 concurrent WITH_POSTS calls on a user with large posts (60 MB of them
     here): they took the server from 308 MiB to 1.13 GiB. Now each holds about a response."""
-    author = await make_author(db)
+    author = await make_user(db, "author")
     await insert_posts(db, author, 600, "y" * 100_000)
     with ServerProcess({"DATABASE_URL": database_url}) as server:
         assert server.process is not None
@@ -259,8 +241,6 @@ async def test_8_concurrent_with_posts_calls_cost_memory_bounded_by_the_response
 async def test_the_protos_tell_clients_about_the_bound(server: Server) -> None:
     """What a client reads through reflection (grpcurl describe) says pages may stop early and
     how many posts WITH_POSTS holds."""
-    from tests.test_grpcurl import grpcurl
-
     get_user = await grpcurl(server, "describe", "blog.v1.UserService.GetUser")
     list_request = await grpcurl(server, "describe", "blog.v1.ListPostsRequest")
     assert get_user.returncode == 0 and list_request.returncode == 0

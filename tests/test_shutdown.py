@@ -19,37 +19,19 @@ from blog.v1 import post_service_pb2, post_service_pb2_grpc, user_service_pb2, u
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.support import ServerProcess, rich_error
+from tests.support import (
+    ServerProcess,
+    busy_backends,
+    code_of,
+    rich_error,
+    row_locked,
+    tables_locked,
+    waiting_on_lock,
+)
 
 GRACE = 5.0
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVING = health_pb2.HealthCheckResponse.SERVING
-
-
-@asynccontextmanager
-async def users_locked(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    async with pool.acquire() as connection:
-        transaction = connection.transaction()
-        await transaction.start()
-        await connection.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-        try:
-            yield connection
-        finally:
-            if not connection.is_closed():
-                await transaction.rollback()
-
-
-async def waiting_on_lock(db: asyncpg.Connection, count: int, within: float = 5.0) -> None:
-    end = time.monotonic() + within
-    while time.monotonic() < end:
-        waiting = await db.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'blog-service'"
-            " AND datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        if waiting >= count:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"fewer than {count} calls of the service are waiting on the lock")
 
 
 async def exit_code(process: ServerProcess, within: float) -> int | None:
@@ -90,7 +72,7 @@ async def test_sigterm_drains_in_flight_calls_and_streams_then_exits_0(
             watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
             assert (await watch.read()).status == SERVING
 
-            async with users_locked(db_pool):
+            async with tables_locked(db_pool, "users"):
                 unary = asyncio.ensure_future(
                     users.GetUser(user_service_pb2.GetUserRequest(id=user_id), timeout=20)
                 )
@@ -98,7 +80,7 @@ async def test_sigterm_drains_in_flight_calls_and_streams_then_exits_0(
                     post_service_pb2.StreamPostsRequest(author_id=user_id), timeout=20
                 )
                 streamed = asyncio.ensure_future(_collect(stream))
-                await waiting_on_lock(db, 2)
+                assert await waiting_on_lock(db, 2) >= 2
 
                 signalled = time.monotonic()
                 process.signal(signal.SIGTERM)
@@ -137,34 +119,35 @@ async def _collect(stream: Any) -> list[Any]:
     return [post async for post in stream]
 
 
+@asynccontextmanager
+async def get_user_waiting_on_lock(
+    process: ServerProcess, db_pool: asyncpg.Pool, db: asyncpg.Connection, user_id: int
+) -> AsyncIterator[asyncio.Future[Any]]:
+    """A GetUser to `process`, waiting on a lock of `users` the test holds until the block ends."""
+    async with aio.insecure_channel(process.address) as channel, tables_locked(db_pool, "users"):
+        users = user_service_pb2_grpc.UserServiceStub(channel)
+        call = asyncio.ensure_future(
+            users.GetUser(user_service_pb2.GetUserRequest(id=user_id), timeout=20)
+        )
+        assert await waiting_on_lock(db, 1) >= 1
+        yield call
+
+
 async def test_in_flight_call_past_the_grace_period_is_cut_off_and_exit_is_0(
     database_url: str, db_pool: asyncpg.Pool, db: asyncpg.Connection
 ) -> None:
     user_id = await seed(db)
     process = ServerProcess({"DATABASE_URL": database_url, "SHUTDOWN_GRACE_SECONDS": "0.5"}).start()
     try:
-        async with aio.insecure_channel(process.address) as channel, users_locked(db_pool):
-            users = user_service_pb2_grpc.UserServiceStub(channel)
-            call = asyncio.ensure_future(
-                users.GetUser(user_service_pb2.GetUserRequest(id=user_id), timeout=20)
-            )
-            await waiting_on_lock(db, 1)
+        async with get_user_waiting_on_lock(process, db_pool, db, user_id) as call:
             process.signal(signal.SIGTERM)
             code = await exit_code(process, 5)
             assert code == 0, process.output()
-            try:
-                await call
-                outcome: Any = grpc.StatusCode.OK
-            except grpc.RpcError as error:
-                outcome = error.code()
+            outcome = await code_of(call)
             assert outcome in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
         # The statement the cut-off call was running does not outlive the process.
         await asyncio.sleep(0.2)
-        left = await db.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'blog-service'"
-            " AND datname = current_database() AND state IS DISTINCT FROM 'idle'"
-        )
-        assert left == 0
+        assert await busy_backends(db) == []
     finally:
         process.stop()
 
@@ -175,12 +158,7 @@ async def test_second_sigterm_forces_exit_at_once(
     user_id = await seed(db)
     process = ServerProcess({"DATABASE_URL": database_url, "SHUTDOWN_GRACE_SECONDS": "30"}).start()
     try:
-        async with aio.insecure_channel(process.address) as channel, users_locked(db_pool):
-            users = user_service_pb2_grpc.UserServiceStub(channel)
-            call = asyncio.ensure_future(
-                users.GetUser(user_service_pb2.GetUserRequest(id=user_id), timeout=20)
-            )
-            await waiting_on_lock(db, 1)
+        async with get_user_waiting_on_lock(process, db_pool, db, user_id) as call:
             process.signal(signal.SIGTERM)
             await asyncio.sleep(0.3)
             assert process.process is not None and process.process.poll() is None  # draining
@@ -195,25 +173,8 @@ async def test_second_sigterm_forces_exit_at_once(
         process.stop()
 
 
-@asynccontextmanager
-async def author_row_locked(pool: asyncpg.Pool, user_id: int) -> AsyncIterator[None]:
-    """Holds the author's row FOR UPDATE: every CreatePost of that author waits on its FK check."""
-    async with pool.acquire() as connection, connection.transaction():
-        await connection.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
-        yield
-
-
 def _create(author_id: int, title: str) -> post_service_pb2.CreatePostRequest:
     return post_service_pb2.CreatePostRequest(author_id=author_id, title=title, content="c")
-
-
-async def _outcome(call: Any) -> grpc.StatusCode:
-    try:
-        await call
-        return grpc.StatusCode.OK
-    except grpc.RpcError as error:
-        code: grpc.StatusCode = error.code()
-        return code
 
 
 async def test_sigterm_with_40_writes_waiting_on_a_row_lock_all_commit_and_answer_ok(
@@ -224,16 +185,18 @@ async def test_sigterm_with_40_writes_waiting_on_a_row_lock_all_commit_and_answe
     try:
         async with aio.insecure_channel(process.address) as channel:
             posts = post_service_pb2_grpc.PostServiceStub(channel)
-            async with author_row_locked(db_pool, user_id):
+            async with row_locked(db_pool, "users", user_id):
                 calls = [
                     asyncio.ensure_future(posts.CreatePost(_create(user_id, f"w{i}"), timeout=20))
                     for i in range(40)
                 ]
-                await waiting_on_lock(db, 20)  # the pool's 20; the other 20 wait for one
+                assert (
+                    await waiting_on_lock(db, 20) >= 20
+                )  # the pool's 20; the other 20 wait for one
                 await asyncio.sleep(0.5)
                 process.signal(signal.SIGTERM)
                 await asyncio.sleep(0.05)  # shutdown under way while all 40 still wait
-            codes = await asyncio.gather(*(_outcome(c) for c in calls))
+            codes = await asyncio.gather(*(code_of(c) for c in calls))
         assert codes == [grpc.StatusCode.OK] * 40
         committed = await db.fetchval("SELECT count(*) FROM posts WHERE title LIKE 'w%'")
         assert committed == 40
@@ -259,10 +222,10 @@ async def test_calls_sent_during_the_drain_succeed_and_after_it_new_calls_get_un
             posts = post_service_pb2_grpc.PostServiceStub(channel)
             health = health_pb2_grpc.HealthStub(channel)
             request = health_pb2.HealthCheckRequest(service="")
-            async with author_row_locked(db_pool, user_id):
+            async with row_locked(db_pool, "users", user_id):
                 # One write that started before the signal and outlasts the drain.
                 held = asyncio.ensure_future(posts.CreatePost(_create(user_id, "held"), timeout=20))
-                await waiting_on_lock(db, 1)
+                assert await waiting_on_lock(db, 1) >= 1
                 signalled = time.monotonic()
                 process.signal(signal.SIGTERM)
                 await asyncio.sleep(0.2)
@@ -309,7 +272,7 @@ async def test_sigterm_under_steady_write_load_no_call_is_cancelled(
     async def writer(posts: post_service_pb2_grpc.PostServiceStub, index: int) -> None:
         n = 0
         while time.monotonic() < stop_at:
-            code = await _outcome(posts.CreatePost(_create(user_id, f"l{index}-{n}"), timeout=10))
+            code = await code_of(posts.CreatePost(_create(user_id, f"l{index}-{n}"), timeout=10))
             codes.append(code)
             n += 1
             if code != grpc.StatusCode.OK:

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
 import grpc
-import pytest
 from blog.v1 import post_service_pb2, user_service_pb2
 
-from tests.support import rich_error
+from tests.support import failure
 
 
 async def test_create_and_get_user(users, posts, db) -> None:  # type: ignore[no-untyped-def]
@@ -19,8 +18,6 @@ async def test_create_and_get_user(users, posts, db) -> None:  # type: ignore[no
     )
     assert post.author.username == "alice"
     assert await db.fetchval("SELECT count(*) FROM posts") == 1
-    with pytest.raises(grpc.RpcError) as caught:
-        await users.GetUser(user_service_pb2.GetUserRequest(id=999))
-    error = rich_error(caught.value)
+    error = await failure(users.GetUser(user_service_pb2.GetUserRequest(id=999)))
     assert error.code == grpc.StatusCode.NOT_FOUND and error.reason == "USER_NOT_FOUND"
     assert "999" in error.message

@@ -1,5 +1,5 @@
 """OpenTelemetry traces of `python -m service`, checked on the wire: a real OTLP receiver
-(tests/otlp.py) gets what the server exports, and the tests read the spans from there.
+(tests/support/otlp.py) gets what the server exports, and the tests read the spans from there.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.otlp import OtlpServer, Span
-from tests.support import ServerProcess
+from tests.support import ServerProcess, tables_locked
+from tests.support.otlp import OtlpServer, Span
+from tests.support.telemetry import calls_with_secrets, log_entries
 
 TOKEN = f"tok-{uuid.uuid4().hex}"
 PASSWORD = f"Pw-{uuid.uuid4().hex}-secret"
@@ -103,10 +104,6 @@ def make_user(users: Any, metadata: list[tuple[str, str]]) -> Any:
     )
 
 
-def log_entries(process: ServerProcess) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in process.output().splitlines() if line.strip()]
-
-
 def call_line(process: ServerProcess, request_id: str) -> dict[str, Any]:
     """The one line a call logged when it ended (lines are written in batches)."""
     end = time.monotonic() + 5
@@ -164,23 +161,7 @@ def test_no_parameter_password_hash_email_or_token_in_any_exported_attribute(
 ) -> None:
     trace_id, parent_id = new_ids()
     meta = caller(trace_id, parent_id)
-    user = make_user(users, meta)
-    users.AuthenticateUser(
-        user_service_pb2.AuthenticateUserRequest(login=user.email, password=PASSWORD),
-        metadata=meta,
-        timeout=10,
-    )
-    with pytest.raises(grpc.RpcError):
-        users.AuthenticateUser(
-            user_service_pb2.AuthenticateUserRequest(login=user.username, password=NEW_PASSWORD),
-            metadata=meta,
-            timeout=10,
-        )
-    users.ChangePassword(
-        user_service_pb2.ChangePasswordRequest(id=user.id, new_password=NEW_PASSWORD),
-        metadata=meta,
-        timeout=10,
-    )
+    user = calls_with_secrets(users, meta, PASSWORD, NEW_PASSWORD)
     users.GetUserByEmail(user_service_pb2.GetUserByEmailRequest(email=user.email), metadata=meta)
     renamed = f"r{uuid.uuid4().hex[:8]}@example.com"
     users.UpdateUser(
@@ -262,8 +243,7 @@ async def test_span_status_is_the_code_the_client_received(
             results.append(await outcome(users.GetUser(request, metadata=meta), trace_id))
 
         # Blocked on a lock the test holds: the deadline passes, then the client gives up.
-        async with db_pool.acquire() as lock, lock.transaction():
-            await lock.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        async with tables_locked(db_pool, "users"):
             trace_id, parent_id = new_ids()
             slow = users.GetUser(
                 user_service_pb2.GetUserRequest(id=1),

@@ -9,7 +9,6 @@ way for a client to make a handler write a row and then fail.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +32,7 @@ from service.interceptors.observe import ObserveInterceptor
 from service.interceptors.session import SessionInterceptor
 from service.repositories.posts import PostRepository
 from service.server import Server
-from tests.support import rich_error
+from tests.support import make_user, rich_error, settled_checked_out
 
 Handler = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
 CustomCall = Callable[..., Coroutine[Any, Any, Any]]
@@ -52,25 +51,6 @@ async def execute(sql: str) -> None:
 if TYPE_CHECKING:
     from blog.v1.post_service_pb2_grpc import PostServiceAsyncStub as PostStub
     from blog.v1.user_service_pb2_grpc import UserServiceAsyncStub as UserStub
-
-
-async def make_user(db: asyncpg.Connection, name: str = "alice") -> int:
-    user_id: int = await db.fetchval(
-        "INSERT INTO users (email, username, hashed_password) VALUES ($1, $2, 'x') RETURNING id",
-        f"{name}@example.com",
-        name,
-    )
-    return user_id
-
-
-async def settled_checked_out(server: Server) -> int:
-    """Connections still checked out of the server's pools once they settle (up to 2 s)."""
-    deadline = time.monotonic() + 2.0
-    while True:
-        busy = sum(engine.pool.checkedout() for engine in server.database.engines)  # type: ignore[attr-defined]
-        if busy == 0 or time.monotonic() > deadline:
-            return int(busy)
-        await asyncio.sleep(0.02)
 
 
 async def marker_rows(db: asyncpg.Connection) -> int:

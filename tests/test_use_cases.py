@@ -1,4 +1,4 @@
-"""The use cases' own rules, against in-memory ports (tests.fakes): no server, no database.
+"""The use cases' own rules, against in-memory ports (tests.support.fakes): no server, no database.
 
 What a client observes of the same rules (codes, details, rows) is tested against the real
 server elsewhere (test_users, test_posts, test_paging, test_passwords, test_request_ids);
@@ -29,7 +29,7 @@ from service.domain.paging import PageTokens
 from service.domain.passwords import Passwords
 from service.domain.posts import Posts
 from service.domain.users import WITH_POSTS_MAX, Users
-from tests.fakes import FakeDatabase
+from tests.support.fakes import FakeDatabase
 
 PASSWORD = "correct horse battery"
 TOKENS = PageTokens("test secret")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -12,9 +11,7 @@ import pytest
 from blog.v1 import resources_pb2, user_service_pb2
 from google.protobuf import field_mask_pb2
 
-from tests.support import RichError, rich_error
-
-PASSWORD = "correct horse battery"
+from tests.support import PASSWORD, create_user, failure, rich_error
 
 if TYPE_CHECKING:
     from blog.v1.user_service_pb2_grpc import UserServiceAsyncStub as UserStub
@@ -22,29 +19,6 @@ if TYPE_CHECKING:
 # conftest's autouse `empty_tables` fetches db_pool lazily, which fails inside the running loop
 # unless the session-scoped pool is already part of the test's fixture closure.
 pytestmark = pytest.mark.usefixtures("db_pool")
-
-
-async def create(
-    users: UserStub,
-    name: str = "alice",
-    email: str | None = None,
-    password: str = PASSWORD,
-    is_superuser: bool = False,
-) -> resources_pb2.User:
-    return await users.CreateUser(
-        user_service_pb2.CreateUserRequest(
-            email=email or f"{name}@example.com",
-            username=name,
-            password=password,
-            is_superuser=is_superuser,
-        )
-    )
-
-
-async def failure(call: Awaitable[Any]) -> RichError:
-    with pytest.raises(grpc.RpcError) as caught:
-        await call
-    return rich_error(caught.value)
 
 
 async def update(
@@ -89,7 +63,7 @@ def all_strings(message: Any) -> list[str]:
 async def test_create_user_returns_active_user_with_etag_and_created_at_only(
     users: UserStub,
 ) -> None:
-    user = await create(users, "alice", is_superuser=True)
+    user = await create_user(users, "alice", is_superuser=True)
     assert user.id > 0
     assert (user.email, user.username) == ("alice@example.com", "alice")
     assert user.is_active and user.is_superuser
@@ -100,7 +74,7 @@ async def test_create_user_returns_active_user_with_etag_and_created_at_only(
 async def test_create_user_stores_argon2id_hash_never_returned(
     users: UserStub, db: asyncpg.Connection
 ) -> None:
-    user = await create(users, "alice")
+    user = await create_user(users, "alice")
     row = await user_row(db, user.id)
     assert row["hashed_password"].startswith("$argon2id$")
     assert PASSWORD not in row["hashed_password"]
@@ -121,7 +95,7 @@ async def test_create_user_stores_argon2id_hash_never_returned(
 async def test_create_user_with_taken_email_or_username_any_case_is_already_exists(
     users: UserStub, db: asyncpg.Connection, email: str, username: str, reason: str, field: str
 ) -> None:
-    await create(users, "alice")
+    await create_user(users, "alice")
     error = await failure(
         users.CreateUser(
             user_service_pb2.CreateUserRequest(email=email, username=username, password=PASSWORD)
@@ -138,7 +112,9 @@ async def test_concurrent_creates_with_one_email_give_one_user_and_already_exist
 ) -> None:
     results = await asyncio.gather(
         *(
-            create(users, f"racer{i}", email="RACE@EXAMPLE.COM" if i % 2 else "race@example.com")
+            create_user(
+                users, f"racer{i}", email="RACE@EXAMPLE.COM" if i % 2 else "race@example.com"
+            )
             for i in range(6)
         ),
         return_exceptions=True,
@@ -154,7 +130,7 @@ async def test_concurrent_creates_with_one_email_give_one_user_and_already_exist
 
 
 async def test_get_user_returns_created_user(users: UserStub) -> None:
-    created = await create(users, "alice")
+    created = await create_user(users, "alice")
     fetched = await users.GetUser(user_service_pb2.GetUserRequest(id=created.id))
     assert fetched == created
 
@@ -162,7 +138,7 @@ async def test_get_user_returns_created_user(users: UserStub) -> None:
 async def test_get_user_with_posts_view_lists_posts_newest_first(
     users: UserStub, db: asyncpg.Connection
 ) -> None:
-    user = await create(users, "alice")
+    user = await create_user(users, "alice")
     for i in range(3):
         await db.execute(
             "INSERT INTO posts (author_id, title, content, created_at)"
@@ -187,7 +163,7 @@ async def test_get_unknown_user_is_not_found_naming_the_id(users: UserStub) -> N
 
 
 async def test_get_user_by_email_is_case_insensitive(users: UserStub) -> None:
-    created = await create(users, "alice", email="Alice@Example.com")
+    created = await create_user(users, "alice", email="Alice@Example.com")
     found = await users.GetUserByEmail(
         user_service_pb2.GetUserByEmailRequest(email="aLICE@eXAMPLE.COM")
     )
@@ -208,7 +184,7 @@ async def test_get_user_by_unknown_email_is_not_found(users: UserStub) -> None:
 async def test_update_user_with_mask_changes_only_masked_fields(
     users: UserStub, db: asyncpg.Connection
 ) -> None:
-    user = await create(users, "alice")
+    user = await create_user(users, "alice")
     changed = resources_pb2.User(
         id=user.id, email="new@example.com", username="bob", is_superuser=True
     )
@@ -224,7 +200,7 @@ async def test_update_user_with_mask_changes_only_masked_fields(
 
 
 async def test_update_user_mask_star_replaces_every_updatable_field(users: UserStub) -> None:
-    user = await create(users, "alice", is_superuser=True)
+    user = await create_user(users, "alice", is_superuser=True)
     # is_active and is_superuser default to False in the message: '*' applies them too.
     updated = await update(
         users, resources_pb2.User(id=user.id, email="b@example.com", username="bob"), ["*"]
@@ -234,7 +210,7 @@ async def test_update_user_mask_star_replaces_every_updatable_field(users: UserS
 
 
 async def test_update_user_without_mask_applies_populated_fields_only(users: UserStub) -> None:
-    user = await create(users, "alice", is_superuser=True)
+    user = await create_user(users, "alice", is_superuser=True)
     updated = await update(users, resources_pb2.User(id=user.id, username="bob"))
     assert updated.username == "bob"
     assert updated.email == "alice@example.com"
@@ -242,7 +218,7 @@ async def test_update_user_without_mask_applies_populated_fields_only(users: Use
 
 
 async def test_update_user_mask_can_set_booleans_to_false(users: UserStub) -> None:
-    user = await create(users, "alice", is_superuser=True)
+    user = await create_user(users, "alice", is_superuser=True)
     updated = await update(users, resources_pb2.User(id=user.id), ["is_active", "is_superuser"])
     assert not updated.is_active and not updated.is_superuser
 
@@ -251,7 +227,7 @@ async def test_update_user_mask_can_set_booleans_to_false(users: UserStub) -> No
 async def test_update_user_unknown_or_immutable_mask_path_is_invalid_argument(
     users: UserStub, db: asyncpg.Connection, bad_path: str
 ) -> None:
-    user = await create(users, "alice")
+    user = await create_user(users, "alice")
     before = await user_row(db, user.id)
     error = await failure(
         update(users, resources_pb2.User(id=user.id, username="bob"), ["username", bad_path])
@@ -269,8 +245,8 @@ async def test_update_user_unknown_or_immutable_mask_path_is_invalid_argument(
 async def test_update_user_to_taken_email_or_username_is_already_exists_and_changes_nothing(
     users: UserStub, db: asyncpg.Connection, field: str, reason: str
 ) -> None:
-    await create(users, "alice")
-    bob = await create(users, "bob")
+    await create_user(users, "alice")
+    bob = await create_user(users, "bob")
     before = await user_row(db, bob.id)
     taken = {"email": "ALICE@example.com", "username": "Alice"}[field]
     changed = resources_pb2.User(id=bob.id, is_superuser=True)
@@ -284,7 +260,7 @@ async def test_update_user_to_taken_email_or_username_is_already_exists_and_chan
 async def test_update_user_may_change_the_case_of_its_own_username_and_email(
     users: UserStub,
 ) -> None:
-    user = await create(users, "alice")
+    user = await create_user(users, "alice")
     changed = resources_pb2.User(id=user.id, email="ALICE@example.com", username="Alice")
     updated = await update(users, changed, ["email", "username"])
     assert (updated.email, updated.username) == ("ALICE@example.com", "Alice")
@@ -293,7 +269,7 @@ async def test_update_user_may_change_the_case_of_its_own_username_and_email(
 async def test_update_user_sets_updated_at_from_the_database(
     users: UserStub, db: asyncpg.Connection
 ) -> None:
-    user = await create(users, "alice")
+    user = await create_user(users, "alice")
     assert (await user_row(db, user.id))["updated_at"] is None
     updated = await update(users, resources_pb2.User(id=user.id, username="bob"), ["username"])
     assert updated.HasField("updated_at")
@@ -304,7 +280,7 @@ async def test_update_user_sets_updated_at_from_the_database(
 
 
 async def test_update_user_changes_etag_every_time(users: UserStub) -> None:
-    user = await create(users, "alice")
+    user = await create_user(users, "alice")
     etags = [user.etag]
     for name in ("bob", "carol", "bob"):
         user = await update(users, resources_pb2.User(id=user.id, username=name), ["username"])
@@ -315,7 +291,7 @@ async def test_update_user_changes_etag_every_time(users: UserStub) -> None:
 
 
 async def test_update_user_with_current_etag_applies(users: UserStub) -> None:
-    user = await create(users, "alice")
+    user = await create_user(users, "alice")
     updated = await update(
         users, resources_pb2.User(id=user.id, username="bob", etag=user.etag), ["username"]
     )
@@ -325,7 +301,7 @@ async def test_update_user_with_current_etag_applies(users: UserStub) -> None:
 async def test_update_user_with_stale_etag_is_aborted_and_changes_nothing(
     users: UserStub, db: asyncpg.Connection
 ) -> None:
-    user = await create(users, "alice")
+    user = await create_user(users, "alice")
     await update(users, resources_pb2.User(id=user.id, username="bob"), ["username"])
     before = await user_row(db, user.id)
     error = await failure(
@@ -341,7 +317,7 @@ async def test_update_user_with_stale_etag_is_aborted_and_changes_nothing(
 async def test_update_user_with_garbage_etag_is_aborted(
     users: UserStub, db: asyncpg.Connection
 ) -> None:
-    user = await create(users, "alice")
+    user = await create_user(users, "alice")
     before = await user_row(db, user.id)
     error = await failure(
         update(users, resources_pb2.User(id=user.id, username="bob", etag="W/x"), ["username"])
@@ -351,7 +327,7 @@ async def test_update_user_with_garbage_etag_is_aborted(
 
 
 async def test_update_user_with_empty_etag_is_unconditional(users: UserStub) -> None:
-    user = await create(users, "alice")
+    user = await create_user(users, "alice")
     await update(users, resources_pb2.User(id=user.id, username="bob"), ["username"])
     updated = await update(users, resources_pb2.User(id=user.id, username="carol"), ["username"])
     assert updated.username == "carol"
@@ -366,7 +342,7 @@ async def test_update_unknown_user_is_not_found(users: UserStub) -> None:
 async def test_concurrent_updates_of_different_fields_all_survive(
     users: UserStub, db: asyncpg.Connection
 ) -> None:
-    user = await create(users, "alice")
+    user = await create_user(users, "alice")
     await asyncio.gather(
         update(users, resources_pb2.User(id=user.id, email="new@example.com"), ["email"]),
         update(users, resources_pb2.User(id=user.id, username="bob"), ["username"]),
@@ -383,7 +359,7 @@ async def test_concurrent_updates_of_different_fields_all_survive(
 async def test_concurrent_conditional_updates_with_one_etag_let_exactly_one_win(
     users: UserStub,
 ) -> None:
-    user = await create(users, "alice")
+    user = await create_user(users, "alice")
     results = await asyncio.gather(
         *(
             update(
@@ -409,7 +385,7 @@ async def test_concurrent_conditional_updates_with_one_etag_let_exactly_one_win(
 async def test_change_password_makes_new_password_work_and_old_fail(
     users: UserStub, db: asyncpg.Connection
 ) -> None:
-    user = await create(users, "alice")
+    user = await create_user(users, "alice")
     old_hash = (await user_row(db, user.id))["hashed_password"]
     await users.ChangePassword(
         user_service_pb2.ChangePasswordRequest(id=user.id, new_password="brand new secret")
@@ -432,7 +408,7 @@ async def test_change_password_of_unknown_user_is_not_found(users: UserStub) -> 
 
 @pytest.mark.parametrize("login", ["alice", "ALICE", "alice@example.com", "Alice@EXAMPLE.com"])
 async def test_authenticate_by_email_or_username_in_any_case(users: UserStub, login: str) -> None:
-    user = await create(users, "alice")
+    user = await create_user(users, "alice")
     authenticated = await authenticate(users, login, PASSWORD)
     assert authenticated.id == user.id and authenticated.username == "alice"
 
@@ -440,8 +416,8 @@ async def test_authenticate_by_email_or_username_in_any_case(users: UserStub, lo
 async def test_authenticate_failures_are_indistinguishable(
     users: UserStub, db: asyncpg.Connection
 ) -> None:
-    await create(users, "alice")
-    inactive = await create(users, "bob")
+    await create_user(users, "alice")
+    inactive = await create_user(users, "bob")
     await update(users, resources_pb2.User(id=inactive.id), ["is_active"])
     wrong_password = await failure(authenticate(users, "alice", "not the password"))
     unknown_login = await failure(authenticate(users, "nobody@example.com", PASSWORD))
@@ -461,8 +437,8 @@ async def test_authenticate_failures_are_indistinguishable(
 async def test_delete_user_deletes_their_posts_and_no_one_elses(
     users: UserStub, db: asyncpg.Connection
 ) -> None:
-    alice = await create(users, "alice")
-    bob = await create(users, "bob")
+    alice = await create_user(users, "alice")
+    bob = await create_user(users, "bob")
     for author in (alice.id, alice.id, bob.id):
         await db.execute(
             "INSERT INTO posts (author_id, title, content) VALUES ($1, 't', 'c')", author
@@ -476,14 +452,14 @@ async def test_delete_user_deletes_their_posts_and_no_one_elses(
 
 
 async def test_delete_user_twice_is_not_found_the_second_time(users: UserStub) -> None:
-    user = await create(users, "alice")
+    user = await create_user(users, "alice")
     await users.DeleteUser(user_service_pb2.DeleteUserRequest(id=user.id))
     error = await failure(users.DeleteUser(user_service_pb2.DeleteUserRequest(id=user.id)))
     assert error.code == grpc.StatusCode.NOT_FOUND and error.reason == "USER_NOT_FOUND"
 
 
 async def test_delete_unknown_user_is_not_found(users: UserStub, db: asyncpg.Connection) -> None:
-    await create(users, "alice")
+    await create_user(users, "alice")
     error = await failure(users.DeleteUser(user_service_pb2.DeleteUserRequest(id=9999)))
     assert error.code == grpc.StatusCode.NOT_FOUND and "9999" in error.message
     assert await db.fetchval("SELECT count(*) FROM users") == 1

@@ -19,7 +19,7 @@ from blog.v1 import (
 )
 from google.protobuf import field_mask_pb2
 
-from tests.support import rich_error
+from tests.support import failure, make_user
 
 if TYPE_CHECKING:
     from blog.v1.post_service_pb2_grpc import PostServiceAsyncStub as PostStub
@@ -60,9 +60,7 @@ async def counts(db: asyncpg.Connection) -> tuple[int, int]:
 async def refused(call: Awaitable[Any], db: asyncpg.Connection) -> dict[str, str]:
     """Awaits a call that must be INVALID_ARGUMENT and change no row; returns its violations."""
     before = await counts(db)
-    with pytest.raises(grpc.RpcError) as caught:
-        await call
-    error = rich_error(caught.value)
+    error = await failure(call)
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT, error.message
     assert error.domain == "blog.v1" and error.reason
     assert error.violations, "INVALID_ARGUMENT without a BadRequest field violation"
@@ -88,11 +86,7 @@ def create_post_request(author_id: int, **fields: Any) -> post_service_pb2.Creat
 
 @pytest.fixture
 async def author(db: asyncpg.Connection) -> AsyncIterator[int]:
-    author_id: int = await db.fetchval(
-        "INSERT INTO users (email, username, hashed_password)"
-        " VALUES ('author@example.com', 'author', 'x') RETURNING id"
-    )
-    yield author_id
+    yield await make_user(db, "author")
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """The ports: what the use cases need from storage, declared here, where they are used.
 
-service.repositories implements them on PostgreSQL, tests.fakes in memory; service.server is
-the one place that chooses which (the composition root), so the domain imports neither. The
-concrete classes are checked against these Protocols by mypy where server.py passes them in.
+service.repositories implements them on PostgreSQL, tests.support.fakes in memory;
+service.server is the one place that chooses which (the composition root), so the domain imports
+neither. The concrete classes are checked against these Protocols by mypy where server.py passes
+them in.
 
 Every method runs in the call's session: the caller's transaction, if any, is not its concern.
 """

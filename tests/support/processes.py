@@ -1,57 +1,24 @@
-"""Test helpers: reading rich errors, starting the server as a real process, waiting."""
+"""`python -m service` as a child process, free ports, and waiting on its health."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 
-ROOT = Path(__file__).resolve().parents[1]
-
-# Cheap Argon2 for tests; the production default is OWASP's minimum (19 MiB, t=2).
-FAST_ARGON2 = {"ARGON2_MEMORY_KIB": "1024", "ARGON2_TIME_COST": "1"}
-
-
-@dataclass
-class RichError:
-    code: grpc.StatusCode
-    message: str
-    reason: str
-    domain: str
-    violations: dict[str, str]
-
-
-def rich_error(error: grpc.RpcError) -> RichError:
-    """The status, ErrorInfo and BadRequest a client reads from a failed call."""
-    call: Any = error  # an aio.AioRpcError or grpc.Call: both carry code, details, trailers
-    status = rpc_status.from_call(call)
-    reason = domain = ""
-    violations: dict[str, str] = {}
-    for detail in status.details if status else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason, domain = info.reason, info.domain
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            violations = {v.field: v.description for v in bad.field_violations}
-    return RichError(call.code(), call.details() or "", reason, domain, violations)
+from tests.support.paths import ROOT
+from tests.support.servers import FAST_ARGON2
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

