@@ -22,14 +22,8 @@ from service.domain.posts import Posts
 from service.domain.users import Users
 from service.health import Health
 from service.interceptors.admission import AdmissionInterceptor
-from service.interceptors.arrival import RequestArrivalInterceptor
-from service.interceptors.auth import AuthInterceptor
-from service.interceptors.errors import ErrorInterceptor
-from service.interceptors.observe import ObserveInterceptor
-from service.interceptors.responses import ResponseSizeInterceptor
-from service.interceptors.session import SessionInterceptor
+from service.interceptors.chain import build_chain
 from service.interceptors.streams import StreamLimitInterceptor
-from service.interceptors.trace import TraceInterceptor
 from service.repositories.base import release_connection
 from service.repositories.posts import PostRepository
 from service.repositories.requests import RequestRepository
@@ -77,31 +71,13 @@ class Server:
             queue=settings.password_hash_queue,
         )
         tokens = PageTokens(settings.page_token_secret)
-        # Outermost first: observe every call, map errors, read its request (in time), admit
-        # it (or refuse the excess, or refuse it once shutting down), authenticate, admit
-        # streams, the session, and innermost the response's size; with tracing on, the
-        # call's span opens before all of them and closes after.
-        self.admission = AdmissionInterceptor(settings.max_concurrent_rpcs)
-        interceptors: list[aio.ServerInterceptor] = [  # type: ignore[type-arg]
-            ObserveInterceptor(metrics_enabled=settings.metrics_port is not None),
-            ErrorInterceptor(),
-            RequestArrivalInterceptor(settings.default_timeout_seconds),
-            self.admission,
-        ]
-        if tracer is not None:
-            interceptors.insert(0, TraceInterceptor(tracer))
-        if settings.tokens:
-            interceptors.append(AuthInterceptor(settings.tokens))
-        self.streams = StreamLimitInterceptor(
-            capacity=settings.stream_capacity, idle_timeout=settings.stream_idle_timeout_seconds
-        )
-        interceptors.append(self.streams)
-        interceptors.append(SessionInterceptor(self.database, settings.default_timeout_seconds))
+        self.chain = build_chain(settings, self.database, self.tracing)
+        self.admission = self.chain.layer(AdmissionInterceptor)  # closed first at shutdown
+        self.streams = self.chain.layer(StreamLimitInterceptor)
         limit = settings.grpc_max_message_bytes
         responses = response_limit(limit)  # what clients accept, or less if we send less
-        interceptors.append(ResponseSizeInterceptor(responses))
         self.grpc = aio.server(
-            interceptors=interceptors,
+            interceptors=[self.chain],
             # The backstop behind AdmissionInterceptor: grpc.aio counts every call it has
             # picked up, also one whose request has not arrived yet, and refuses the rest
             # RESOURCE_EXHAUSTED (without our details: only an abusive client gets there).

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import Tracer
 
 from service import logs
@@ -75,6 +77,28 @@ def _otlp_exporter(protocol: str) -> SpanExporter:
     return GrpcSpanExporter()
 
 
+class PresetTraceIds(RandomIdGenerator):
+    """The SDK's random ids, except a trace id drawn beforehand to decide sampling with.
+
+    The trace interceptor asks the sampler about a new trace before it starts a span (so that
+    a call not sampled builds nothing), then sets `next_trace_id` for the one `start_span`
+    that follows, on the event loop's thread, with no await in between.
+    """
+
+    def __init__(self) -> None:
+        self.next_trace_id: int | None = None
+
+    def draw_trace_id(self) -> int:
+        return super().generate_trace_id()
+
+    def generate_trace_id(self) -> int:
+        preset = self.next_trace_id
+        if preset is None:
+            return super().generate_trace_id()
+        self.next_trace_id = None
+        return preset
+
+
 class Tracing:
     """The process's tracer provider and its one exporting processor."""
 
@@ -84,10 +108,14 @@ class Tracing:
             os.environ.setdefault(name, value)
         self.exporter = CountingExporter(_otlp_exporter(settings.otel_exporter_otlp_protocol))
         self._processor = BatchSpanProcessor(self.exporter)
+        self.ids = PresetTraceIds()
         # No atexit hook: its shutdown would wait up to 30 s for an unreachable collector.
-        self.provider = TracerProvider(resource=Resource.create(), shutdown_on_exit=False)
+        self.provider = TracerProvider(
+            resource=Resource.create(), id_generator=self.ids, shutdown_on_exit=False
+        )
         self.provider.add_span_processor(self._processor)
         self.tracer: Tracer = self.provider.get_tracer("service")
+        self.sampler: Sampler = self.provider.sampler  # from OTEL_TRACES_SAMPLER(_ARG)
         logs.add_trace_ids()
         log.info(
             "tracing to %s (%s), sampler %s",

@@ -214,6 +214,45 @@ def test_an_unsampled_caller_exports_nothing_and_a_malformed_traceparent_starts_
     assert started.span_id == line["span_id"]
 
 
+def test_a_ratio_sampler_samples_its_share_of_new_traces_and_the_rest_build_no_span(
+    database_url: str,
+) -> None:
+    """The trace layer asks the sampler first, with a trace id it hands to the SDK after: if the
+    SDK drew another id and decided again, only half of the half would be exported."""
+    calls, ratio = 200, 0.5
+    env = traced_env(
+        database_url,
+        "",
+        OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+        OTEL_TRACES_SAMPLER_ARG=str(ratio),
+    )
+    with OtlpServer() as otlp:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp.endpoint
+        with ServerProcess(env) as process, grpc.insecure_channel(process.address) as channel:
+            users: Any = user_service_pb2_grpc.UserServiceStub(channel)
+            for _ in range(calls):
+                with pytest.raises(grpc.RpcError):
+                    users.GetUser(user_service_pb2.GetUserRequest(id=987654), timeout=10)
+            marker, parent_id = new_ids()  # joins a sampled caller: always exported, and last
+            with pytest.raises(grpc.RpcError):
+                users.GetUser(
+                    user_service_pb2.GetUserRequest(id=987654),
+                    metadata=[("traceparent", f"00-{marker}-{parent_id}-01")],
+                    timeout=10,
+                )
+            otlp.receiver.of_trace(marker, 2)
+            spans = otlp.receiver.spans
+
+    started = [
+        s for s in spans if s.kind == SERVER and s.trace_id != marker and not s.parent_span_id
+    ]
+    # TraceIdRatioBased keeps a trace whose id's low 64 bits fall below ratio * 2**64.
+    assert all(int(s.trace_id, 16) & (2**64 - 1) < ratio * 2**64 for s in started)
+    assert 0.375 * calls < len(started) < 0.625 * calls, len(started)  # half of 200, not 50
+    statements = [s for s in spans if s.kind == CLIENT and s.trace_id != marker]
+    assert {s.trace_id for s in statements} == {s.trace_id for s in started}
+
+
 async def test_span_status_is_the_code_the_client_received(
     traced: ServerProcess, otlp: OtlpServer, db_pool: asyncpg.Pool
 ) -> None:

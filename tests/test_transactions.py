@@ -2,7 +2,7 @@
 read-only calls cannot write, and the connection always goes back to the pool.
 
 Some tests serve hand-written handlers on our API's method paths through the project's real
-interceptor chain (service.interceptors.*) and the real server's database: that is the only
+interceptor chain (service.interceptors.chain.build_chain) and the real server's database: that is the only
 way for a client to make a handler write a row and then fail.
 """
 
@@ -27,9 +27,7 @@ from service.db import errors as db_errors
 from service.db.session import bind_session, current_session, unbind_session
 from service.domain.entities import NewPost
 from service.domain.errors import ReadOnlyViolation
-from service.interceptors.errors import ErrorInterceptor
-from service.interceptors.observe import ObserveInterceptor
-from service.interceptors.session import SessionInterceptor
+from service.interceptors.chain import build_chain
 from service.repositories.posts import PostRepository
 from service.server import Server
 from tests.support import make_user, rich_error, settled_checked_out
@@ -69,13 +67,8 @@ async def custom_server(server: Server) -> AsyncIterator[CustomCall]:
     channels: list[aio.Channel] = []
 
     async def call(method_name: str, handler: Handler, timeout: float | None = None) -> Any:  # noqa: ASYNC109
-        instance = aio.server(
-            interceptors=[
-                ObserveInterceptor(metrics_enabled=False),
-                ErrorInterceptor(),
-                SessionInterceptor(server.database, 30.0),
-            ]
-        )
+        # A chain of its own: a chain keeps the handler it composed for each method path.
+        instance = aio.server(interceptors=[build_chain(server.settings, server.database)])
         instance.add_generic_rpc_handlers(
             [
                 grpc.method_handlers_generic_handler(

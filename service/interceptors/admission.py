@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from blog.v1.error_reason_pb2 import ErrorReason
-from grpc import aio
 
-from service.api import API_METHODS
+from service.api import Method
 from service.domain.errors import ResourceExhausted, ShuttingDown
-from service.interceptors.base import CallInterceptor
+from service.interceptors.base import Context, Proceed
 
 # How long no new call may arrive before the queue inside gRPC core counts as empty: a call
 # received by core is picked up by the event loop within milliseconds unless the loop is busy,
@@ -37,17 +34,15 @@ QUIET_SECONDS = 0.25
 _POLL_SECONDS = 0.02
 
 
-class AdmissionInterceptor(CallInterceptor):
+class AdmissionInterceptor:
+    """For API methods only (service.interceptors.chain): balancers go on reading NOT_SERVING
+    during shutdown, and a Watch stream that lasts until the end is not a call to wait for."""
+
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
         self._open = True
         self._last_arrival = 0.0
         self.active = 0
-
-    def applies_to(self, method: str) -> bool:
-        # Health and reflection stay out: balancers go on reading NOT_SERVING during shutdown,
-        # and a Watch stream that lasts until the end is not a call to wait for.
-        return method in API_METHODS
 
     def close(self) -> None:
         """From now on, refuse new calls UNAVAILABLE (SHUTTING_DOWN)."""
@@ -66,10 +61,7 @@ class AdmissionInterceptor(CallInterceptor):
                 return False
             await asyncio.sleep(min(_POLL_SECONDS, deadline - now))
 
-    @asynccontextmanager
-    async def around(
-        self, method: str, context: aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[None]:
+    async def around(self, method: Method, request: Any, context: Context, proceed: Proceed) -> Any:
         if not self._open:
             self._last_arrival = time.monotonic()
             raise ShuttingDown(
@@ -82,6 +74,6 @@ class AdmissionInterceptor(CallInterceptor):
             )
         self.active += 1
         try:
-            yield
+            return await proceed(request, context)
         finally:
             self.active -= 1

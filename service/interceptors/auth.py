@@ -1,29 +1,24 @@
 """Bearer-token authentication for every API call when AUTH_TOKENS is set.
 
-Health and reflection stay open so load balancers and grpcurl work without a token.
+The chain applies it to API methods only (service.interceptors.chain): health and reflection
+stay open so load balancers and grpcurl work without a token.
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from blog.v1.error_reason_pb2 import ErrorReason
-from grpc import aio
 
-from service.api import API_METHODS
+from service.api import Method
 from service.domain.errors import Unauthenticated
-from service.interceptors.base import CallInterceptor
+from service.interceptors.base import Context, Proceed
 
 
-class AuthInterceptor(CallInterceptor):
+class AuthInterceptor:
     def __init__(self, tokens: tuple[bytes, ...]) -> None:
         self._tokens = tokens
-
-    def applies_to(self, method: str) -> bool:
-        return method in API_METHODS
 
     def _accepts(self, presented: bytes) -> bool:
         # Compare against every token, always, in constant time: neither which token
@@ -33,10 +28,7 @@ class AuthInterceptor(CallInterceptor):
             matched |= hmac.compare_digest(presented, token)
         return matched
 
-    @asynccontextmanager
-    async def around(
-        self, method: str, context: aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[None]:
+    async def around(self, method: Method, request: Any, context: Context, proceed: Proceed) -> Any:
         header = ""
         for key, value in context.invocation_metadata() or ():
             if key == "authorization" and isinstance(value, str):
@@ -49,4 +41,4 @@ class AuthInterceptor(CallInterceptor):
             )
         if scheme.lower() != "bearer" or not self._accepts(credential.strip().encode()):
             raise Unauthenticated("invalid bearer token", reason=ErrorReason.INVALID_TOKEN)
-        yield
+        return await proceed(request, context)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 import grpc
 from blog.v1.error_reason_pb2 import ErrorReason
@@ -14,8 +13,10 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 from grpc_status import rpc_status
 
+from service.api import Method
+from service.db import errors as db_errors
 from service.domain import errors
-from service.interceptors.base import CallInterceptor
+from service.interceptors.base import Context, Proceed
 from service.interceptors.outcome import ClientGone
 
 log = logging.getLogger(__name__)
@@ -101,23 +102,25 @@ def status_of(error: errors.DomainError) -> grpc.Status:
     return rich_status(status_code_of(error), error.message, error.reason, violations)
 
 
-class ErrorInterceptor(CallInterceptor):
-    """Domain errors become their status; anything unexpected becomes a bare INTERNAL."""
+class ErrorInterceptor:
+    """Domain errors become their status, and so do the database's failures that mean one (a
+    taken email, a cancelled statement, a lost connection: service.db.errors); anything else
+    becomes a bare INTERNAL."""
 
-    @asynccontextmanager
-    async def around(
-        self, method: str, context: aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[None]:
+    async def around(self, method: Method, request: Any, context: Context, proceed: Proceed) -> Any:
         try:
-            yield
+            return await proceed(request, context)
         except errors.DomainError as error:
             await _abort(context, status_of(error))
         except (aio.AbortError, aio.UsageError, ClientGone):
             raise  # a status already on its way, or no one left to send one to
-        except Exception:
+        except Exception as error:
+            known = db_errors.translate(error)
+            if known is not None:
+                await _abort(context, status_of(known))
             # The log line carries the request id (logging filter); the client gets no SQL,
             # no stack trace and no hash, only the id to quote.
-            log.exception("unexpected error in %s", method)
+            log.exception("unexpected error in %s", method.path)
             await _abort(
                 context,
                 rich_status(
@@ -128,7 +131,7 @@ class ErrorInterceptor(CallInterceptor):
             )
 
 
-async def _abort(context: aio.ServicerContext[Any, Any], status: grpc.Status) -> None:
+async def _abort(context: Context, status: grpc.Status) -> NoReturn:
     # Like abort_with_status, but keeps the trailing metadata already set (the request id).
     # If the client left meanwhile this raises ClientGone, and the call reports CANCELLED.
     trailing = (*(context.trailing_metadata() or ()), *status.trailing_metadata)

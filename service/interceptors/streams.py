@@ -5,46 +5,35 @@ a client could take the whole read pool (and hold back VACUUM) by opening stream
 nothing. Two rules stop that:
 
 * at most `capacity` streams at once per process (a part of the read pool, so unary reads
-  keep connections of their own); past it a new stream is refused RESOURCE_EXHAUSTED at once;
+  keep connections of their own); past it a new stream is refused RESOURCE_EXHAUSTED at once
+  (StreamLimitInterceptor);
 * a message the client does not take within `idle_timeout` seconds ends the stream: gRPC's
   write blocks while the client's flow-control window is full, so a write that waits that long
   means a client that stopped reading. The stream's connection and snapshot are released
-  then, whatever the client does next.
-
-Messages are written with `context.write` rather than yielded, because only a write can be
-timed: grpc.aio pulls a yielded message when it likes.
+  then, whatever the client does next (IdleWatchdog, run by the loop that writes a stream's
+  messages: interceptors.responses).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
-import grpc
 from blog.v1.error_reason_pb2 import ErrorReason
-from grpc import aio
 
-from service.api import STREAMING_METHODS
+from service.api import Method
 from service.domain.errors import ResourceExhausted
-from service.interceptors.base import CallInterceptor, Handler
+from service.interceptors.base import Context, Proceed
 
 
-class StreamLimitInterceptor(CallInterceptor):
-    def __init__(self, *, capacity: int, idle_timeout: float) -> None:
+class StreamLimitInterceptor:
+    """A place among the process's streams for the whole call, or RESOURCE_EXHAUSTED."""
+
+    def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._idle_timeout = idle_timeout
         self.active = 0
 
-    def applies_to(self, method: str) -> bool:
-        return method in STREAMING_METHODS
-
-    @asynccontextmanager
-    async def around(
-        self, method: str, context: aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[None]:
-        """A place among the process's streams for the whole call, or RESOURCE_EXHAUSTED."""
+    async def around(self, method: Method, request: Any, context: Context, proceed: Proceed) -> Any:
         if self.active >= self._capacity:
             raise ResourceExhausted(
                 f"{self._capacity} streams are already open on this server; retry with backoff",
@@ -52,44 +41,12 @@ class StreamLimitInterceptor(CallInterceptor):
             )
         self.active += 1
         try:
-            yield
+            return await proceed(request, context)
         finally:
             self.active -= 1
 
-    def wrap(self, method: str, handler: Handler) -> Handler:
-        stream: Any = handler.unary_stream  # the inner layers' async generator
-        around = self.around
-        idle_timeout = self._idle_timeout
 
-        async def write_with_limits(request: Any, context: aio.ServicerContext[Any, Any]) -> None:
-            async with around(method, context), aclosing(stream(request, context)) as messages:
-                loop = asyncio.get_running_loop()
-                watchdog = _IdleWatchdog(idle_timeout)
-                try:
-                    async for message in messages:
-                        watchdog.writing_since = loop.time()
-                        await context.write(message)
-                        watchdog.writing_since = None
-                except asyncio.CancelledError:
-                    if not watchdog.fired:
-                        raise  # the client cancelled, or its deadline passed
-                    # Leaving the `aclosing` block closes the inner generator first, so the
-                    # session (connection, snapshot) is released right now.
-                    raise ResourceExhausted(
-                        f"the client read nothing for {idle_timeout:g} s: stream ended",
-                        reason=ErrorReason.STREAM_IDLE_TIMEOUT,
-                    ) from None
-                finally:
-                    watchdog.stop()
-
-        return grpc.unary_stream_rpc_method_handler(
-            write_with_limits,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-
-
-class _IdleWatchdog:
+class IdleWatchdog:
     """Cancels the current task once one write has waited `timeout` seconds for the client.
 
     Only a pending write counts: a stream whose next row takes long to find is not idle. One
@@ -114,6 +71,12 @@ class _IdleWatchdog:
             self._task.cancel()
             return
         self._handle = loop.call_later(self._timeout / 4, self._check)
+
+    def absorb(self) -> None:
+        """Takes back the cancellation it sent, once the stream has been ended for it (as
+        asyncio.timeout does), so that nothing later in the task sees itself cancelled."""
+        if self._task is not None:
+            self._task.uncancel()
 
     def stop(self) -> None:
         self._handle.cancel()
