@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Self
+from collections.abc import Callable, Sequence
+from typing import Any, Self
 
 from service.domain.errors import FieldViolation, InvalidArgument
 
@@ -147,3 +148,21 @@ def page_size(v: Violations, field: str, value: int) -> int:
     if value == 0:
         return PAGE_SIZE_DEFAULT
     return min(value, PAGE_SIZE_MAX)
+
+
+Rule = Callable[[Violations, str, Any], None]
+
+# The rule of each field a client sets on a user (CreateUser, UpdateUser) or a post, by
+# field name; a field a client sets that is not here needs no check (a flag, an id).
+USER_RULES: dict[str, Rule] = {"email": email, "username": username}
+POST_RULES: dict[str, Rule] = {"title": title, "content": content}
+
+
+def fields(
+    v: Violations, prefix: str, message: Any, names: Sequence[str], rules: dict[str, Rule]
+) -> None:
+    """Checks each of `names` of `message` that has a rule, naming it `prefix` + its name."""
+    for name in names:
+        rule = rules.get(name)
+        if rule is not None:
+            rule(v, f"{prefix}{name}", getattr(message, name))
