@@ -86,6 +86,7 @@ class Query:
                 f"parameters {_listed(computed)} compute their value (callable_): compiled"
                 " once, it would be computed once, at import; pass the value at call time"
             )
+        self._names = names
         self._accepted = frozenset(names)
         self._required = frozenset(n for n, b in named if b.required)
         # (name, value) in parameter order; the value is used when the call passes none.
@@ -102,10 +103,12 @@ class Query:
     def arguments(self, params: Mapping[str, Any]) -> list[Any]:
         """The values of the statement's parameters, in order, from `params` or the defaults."""
         keys = params.keys()
-        if not self._required <= keys <= self._accepted:
+        if keys == self._accepted:  # the usual call: every parameter, none left to default
+            values = [params[name] for name in self._names]
+        elif self._required <= keys <= self._accepted:
+            values = [params.get(name, default) for name, default in self._defaults]
+        else:
             raise TypeError(self._mismatch(keys))
-        get = params.get
-        values = [get(name, default) for name, default in self._defaults]
         for position, process in self._bind_processors:
             values[position] = process(values[position])
         return values
