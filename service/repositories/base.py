@@ -15,8 +15,9 @@ How to write a new query:
 2. Select a record's columns with its `Columns` (e.g. `USER = Columns(UserRecord, User)`):
    the select list is derived from the record's fields, so a field added to the record and
    the model is selected and read everywhere, in the same order, with no list to edit.
-3. Run it with `self._all` / `self._one` / `self._stream`, passing every parameter by keyword,
-   and read rows with `USER.read(row)`.
+3. Run it with `self._all` / `self._one` / `self._stream`, passing the parameters of the
+   shape picked, by keyword (a filter's value passed to a shape without it is refused), and
+   read rows with `USER.read(row)`.
 
 What `Query` refuses:
 
@@ -31,8 +32,10 @@ What `Query` refuses:
 
 And it applies the type processing SQLAlchemy would: the bind and result processors of the
 parameters' and columns' types for the asyncpg dialect (e.g. `Boolean` turns 1 into True and
-refuses "yes"; `ARRAY` lists its items). Which positions need one is worked out at import, so
-a call whose types need none (most of them) pays for a list build and nothing else.
+refuses "yes"; `ARRAY` lists its items). Of our column types only those two have processors
+for asyncpg; the others (integers, strings, timestamps, UUID, bytea, interval) pass as they
+are. Which positions need one is worked out at import, so a call whose types need none (most
+of them) pays for a set comparison and a list build and nothing else.
 """
 
 from __future__ import annotations
