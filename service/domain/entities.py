@@ -23,6 +23,7 @@ class UserRecord:
     id: int = field(metadata=OUTPUT_ONLY)
     email: str
     username: str
+    display_name: str
     is_active: bool
     is_superuser: bool
     created_at: datetime = field(metadata=OUTPUT_ONLY)
