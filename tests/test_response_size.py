@@ -10,11 +10,9 @@ larger than max") and was logged OK; a WITH_POSTS call held all of a user's post
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import asyncpg
 import grpc
@@ -251,32 +249,11 @@ async def test_the_protos_tell_clients_about_the_bound(server: Server) -> None:
     assert "may hold fewer" in request and "4 MiB" in request, request
 
 
-def _largest(kind: type[Any], text: str, **nested: Any) -> Any:
-    """A record of `kind` with every field at its largest: every string `text`, whatever the
-    fields are (a field added later is filled too), ints at 2**63 - 1, the last timestamp."""
-    values: dict[str, Any] = {}
-    for field in dataclasses.fields(kind):
-        kinds = str(field.type)
-        if field.name in nested:
-            values[field.name] = nested[field.name]
-        elif "str" in kinds:
-            values[field.name] = text
-        elif "bool" in kinds:
-            values[field.name] = True
-        elif "int" in kinds:
-            values[field.name] = 2**63 - 1
-        elif "datetime" in kinds:
-            values[field.name] = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
-        else:
-            raise AssertionError(f"{kind.__name__}.{field.name}: {kinds}: teach this test")
-    return kind(**values)
-
-
 @pytest.mark.parametrize("text", ["", "a", "é" * 100, "\U0001f600" * 100_000, "x" * 100_000])
 def test_size_bounds_are_never_below_the_encoded_sizes(text: str) -> None:
     """Pages are cut by these bounds, never by encoding: they must not undercount any field."""
-    user = _largest(UserRecord, text)
-    post = _largest(PostRecord, text, author=user)
+    user = convert.largest(UserRecord, text)
+    post = convert.largest(PostRecord, text, author=user)
     for message, bound in (
         (convert.user_message(user), convert.user_size_bound(user)),
         (convert.post_message(post), convert.post_size_bound(post)),

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import grpc
 import pytest
-from blog.v1 import resources_pb2, user_service_pb2
+from blog.v1 import post_service_pb2, resources_pb2, user_service_pb2
 from google.protobuf import field_mask_pb2
 
 from tests.support import PASSWORD, create_user, failure, rich_error
 
 if TYPE_CHECKING:
+    from blog.v1.post_service_pb2_grpc import PostServiceAsyncStub as PostStub
     from blog.v1.user_service_pb2_grpc import UserServiceAsyncStub as UserStub
 
 # conftest's autouse `empty_tables` fetches db_pool lazily, which fails inside the running loop
@@ -463,3 +464,98 @@ async def test_delete_unknown_user_is_not_found(users: UserStub, db: asyncpg.Con
     error = await failure(users.DeleteUser(user_service_pb2.DeleteUserRequest(id=9999)))
     assert error.code == grpc.StatusCode.NOT_FOUND and "9999" in error.message
     assert await db.fetchval("SELECT count(*) FROM users") == 1
+
+
+# --- display_name ------------------------------------------------------------------------------
+
+
+async def test_display_name_is_returned_everywhere_a_user_is(
+    users: UserStub, posts: PostStub, db: asyncpg.Connection
+) -> None:
+    name = "Ada Lovelace \u00e9\u4e2d"
+    user = await create_user(users, "ada", display_name=name)
+    assert user.display_name == name
+    assert (await user_row(db, user.id))["display_name"] == name
+    post = await posts.CreatePost(
+        post_service_pb2.CreatePostRequest(author_id=user.id, title="t", content="c")
+    )
+    with_posts = await users.GetUser(
+        user_service_pb2.GetUserRequest(id=user.id, view=resources_pb2.USER_VIEW_WITH_POSTS)
+    )
+    got = await posts.GetPost(post_service_pb2.GetPostRequest(id=post.id))
+    listed = await posts.ListPosts(post_service_pb2.ListPostsRequest())
+    seen: list[resources_pb2.User] = [
+        post.author,
+        await users.GetUser(user_service_pb2.GetUserRequest(id=user.id)),
+        await users.GetUserByEmail(user_service_pb2.GetUserByEmailRequest(email=user.email)),
+        (await users.ListUsers(user_service_pb2.ListUsersRequest())).users[0],
+        await users.AuthenticateUser(
+            user_service_pb2.AuthenticateUserRequest(login="ada", password=PASSWORD)
+        ),
+        with_posts,
+        with_posts.posts[0].author,
+        got.author,
+        listed.posts[0].author,
+    ]
+    assert [u.display_name for u in seen] == [name] * len(seen)
+
+
+async def test_display_name_is_optional_and_empty_when_not_given(
+    users: UserStub, db: asyncpg.Connection
+) -> None:
+    user = await create_user(users, "bob")
+    assert user.display_name == "" and not user.HasField("updated_at")
+    assert (await user_row(db, user.id))["display_name"] == ""
+
+
+async def test_display_name_is_updated_by_its_mask_path_by_star_and_without_a_mask(
+    users: UserStub,
+) -> None:
+    user = await create_user(users, "ada", display_name="Ada")
+    renamed = await update(
+        users, resources_pb2.User(id=user.id, display_name="A. L."), ["display_name"]
+    )
+    assert (renamed.display_name, renamed.username) == ("A. L.", "ada")
+    # '*' sets every updatable field from the message: display_name too.
+    starred = resources_pb2.User(
+        id=user.id, email=user.email, username="ada", display_name="Countess", is_active=True
+    )
+    assert (await update(users, starred, ["*"])).display_name == "Countess"
+    # No mask: the fields set to a non-default value, display_name among them.
+    assert (
+        await update(users, resources_pb2.User(id=user.id, display_name="L"))
+    ).display_name == "L"
+    # Cleared with its mask path: empty means "none".
+    cleared = await update(users, resources_pb2.User(id=user.id), ["display_name"])
+    assert cleared.display_name == ""
+
+
+@pytest.mark.parametrize("value", ["x" * 100, "\u00e9" * 100, "\U0001f600" * 100, ""])
+async def test_display_name_of_at_most_100_characters_is_accepted(
+    users: UserStub, value: str
+) -> None:
+    user = await create_user(users, "ada", display_name=value)
+    assert user.display_name == value
+    updated = await update(
+        users, resources_pb2.User(id=user.id, display_name=value), ["display_name"]
+    )
+    assert updated.display_name == value
+
+
+@pytest.mark.parametrize(
+    "value", ["x" * 101, "\u00e9" * 101, "Ada\x00", "Ada\nLovelace", "\x1b[31m", "a\x85"]
+)
+async def test_display_name_too_long_or_with_control_characters_is_refused(
+    users: UserStub, db: asyncpg.Connection, value: str
+) -> None:
+    error = await failure(create_user(users, "ada", display_name=value))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT and "display_name" in error.violations
+    assert await db.fetchval("SELECT count(*) FROM users") == 0
+    user = await create_user(users, "bob", display_name="Bob")
+    error = await failure(
+        update(users, resources_pb2.User(id=user.id, display_name=value), ["display_name"])
+    )
+    assert (
+        error.code == grpc.StatusCode.INVALID_ARGUMENT and "user.display_name" in error.violations
+    )
+    assert (await user_row(db, user.id))["display_name"] == "Bob"

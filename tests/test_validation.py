@@ -6,6 +6,7 @@ leaves the database exactly as it was.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,8 @@ from blog.v1 import (
 )
 from google.protobuf import field_mask_pb2
 
+from service.domain import validation
+from service.domain.entities import PostRecord, UserRecord, settable
 from tests.support import failure, make_user
 
 if TYPE_CHECKING:
@@ -523,3 +526,15 @@ async def test_content_may_hold_newlines_and_tabs(posts: PostStub, author: int) 
     content = "line one\n\tindented\r\nline three"
     post = await posts.CreatePost(create_post_request(author, content=content))
     assert post.content == content
+
+
+@pytest.mark.parametrize(
+    ("record", "rules"),
+    [(UserRecord, validation.USER_RULES), (PostRecord, validation.POST_RULES)],
+)
+def test_every_string_a_client_sets_has_a_rule(record: type[Any], rules: dict[str, Any]) -> None:
+    """A string column added to a record is refused at once if no rule checks it: without
+    one, a NUL would reach PostgreSQL (an INTERNAL) and any length the column's type."""
+    hints = typing.get_type_hints(record)
+    strings = {name for name in settable(record) if hints[name] is str}
+    assert strings <= set(rules), f"add a rule to service.domain.validation: {strings - set(rules)}"

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from typing import Any
+
 import asyncpg
 from blog.v1.error_reason_pb2 import ErrorReason
 from sqlalchemy import exc as sa_exc
 
+from service.db.models import Post
 from service.domain.errors import (
     AlreadyExists,
     DatabaseUnavailable,
     DeadlineExceeded,
     DomainError,
-    NotFound,
     ReadOnlyViolation,
     TransientConflict,
+    user_not_found,
 )
 
 # Unique indexes whose violation a client caused, and what to tell it.
@@ -23,6 +28,22 @@ _UNIQUE = {
         "username is already taken", reason=ErrorReason.USERNAME_TAKEN
     ),
 }
+
+
+def _foreign_key(column: Any) -> str:
+    """The name of the foreign key on `column`, as the model (and so the migrations) name it."""
+    (key,) = column.foreign_keys
+    return str(key.constraint.name)
+
+
+# Foreign keys whose violation a client caused, by constraint name: a row the request names
+# does not exist, or no longer (a post's author deleted while the post was being inserted).
+# A violation of any other is a bug of ours: INTERNAL, never a NOT_FOUND about the wrong thing.
+_FOREIGN_KEYS: dict[str, Callable[[int], DomainError]] = {
+    _foreign_key(Post.author_id): user_not_found,
+}
+# The missing key, from PostgreSQL's DETAIL: Key (author_id)=(42) is not present in table "users".
+_MISSING_KEY = re.compile(r"\)=\((-?\d+)\)")
 
 _CONNECTION_ERRORS = (
     OSError,
@@ -79,8 +100,11 @@ def translate(error: BaseException) -> DomainError | None:
         if known is not None:
             return AlreadyExists(known.message, reason=known.reason)
     if isinstance(driver, asyncpg.exceptions.ForeignKeyViolationError):
-        # A post's author deleted between our existence check and the insert.
-        return NotFound("the post's author does not exist", reason=ErrorReason.USER_NOT_FOUND)
+        missing = _FOREIGN_KEYS.get(driver.constraint_name or "")
+        key = _MISSING_KEY.search(driver.detail or "")
+        if missing is not None and key is not None:
+            return missing(int(key[1]))
+        return None
     if isinstance(driver, asyncpg.exceptions.QueryCanceledError):
         return DeadlineExceeded("the deadline passed while the database was working")
     if isinstance(

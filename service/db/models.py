@@ -44,6 +44,10 @@ class User(Base):
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     email: Mapped[str] = mapped_column(String(255))
     username: Mapped[str] = mapped_column(String(100))
+    # Optional: '' when the user has none (proto3's empty string), so one value means "none".
+    # Its limit (100 characters) is the service's validation's: text, not varchar(100), so
+    # that changing the limit is no ALTER TABLE (migrations/versions/0003).
+    display_name: Mapped[str] = mapped_column(Text, server_default=text("''"))
     hashed_password: Mapped[str] = mapped_column(String(255))
     is_active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     is_superuser: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))

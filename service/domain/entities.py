@@ -4,36 +4,54 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+# Who sets a field, after AIP-203's field behaviours. A field with neither is the client's to
+# set, on create and on update (an update mask path); the repositories read every field of a
+# record from the model's column of the same name (repositories.base.Columns).
+_BEHAVIOUR = "behaviour"
+OUTPUT_ONLY: Any = {_BEHAVIOUR: "output only"}  # the server's alone: ids, timestamps, version
+IMMUTABLE: Any = {_BEHAVIOUR: "immutable"}  # set on create, never changed
 
 
 @dataclass(frozen=True, slots=True)
 class UserRecord:
-    id: int
+    id: int = field(metadata=OUTPUT_ONLY)
     email: str
     username: str
+    display_name: str
     is_active: bool
     is_superuser: bool
-    created_at: datetime
-    updated_at: datetime | None
-    version: int
+    created_at: datetime = field(metadata=OUTPUT_ONLY)
+    updated_at: datetime | None = field(metadata=OUTPUT_ONLY)
+    version: int = field(metadata=OUTPUT_ONLY)
 
 
 @dataclass(frozen=True, slots=True)
 class PostRecord:
-    id: int
-    author_id: int
+    id: int = field(metadata=OUTPUT_ONLY)
+    author_id: int = field(metadata=IMMUTABLE)
     title: str
     content: str
     published: bool
-    created_at: datetime
-    updated_at: datetime | None
-    version: int
-    author: UserRecord
+    created_at: datetime = field(metadata=OUTPUT_ONLY)
+    updated_at: datetime | None = field(metadata=OUTPUT_ONLY)
+    version: int = field(metadata=OUTPUT_ONLY)
+    author: UserRecord = field(metadata=OUTPUT_ONLY)
+
+
+def settable(record: type[Any]) -> tuple[str, ...]:
+    """The fields of `record` a client sets on create, in declaration order."""
+    return tuple(f.name for f in fields(record) if f.metadata != OUTPUT_ONLY)
+
+
+def updatable(record: type[Any]) -> tuple[str, ...]:
+    """The fields of `record` an update may change (its mask paths), in declaration order."""
+    return tuple(f.name for f in fields(record) if _BEHAVIOUR not in f.metadata)
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,11 +42,11 @@ class VersionedRows(Protocol[R]):
 
 
 class UserRows(VersionedRows[UserRecord], Protocol):
-    async def create(
-        self, *, email: str, username: str, hashed_password: str, is_superuser: bool
-    ) -> UserRecord:
-        """The new user. A taken email or username fails the call with AlreadyExists
-        (EMAIL_TAKEN / USERNAME_TAKEN): the database's unique index decides (service.db.errors)."""
+    async def create(self, *, hashed_password: str, **values: Any) -> UserRecord:
+        """The new user, with `values` for fields of UserRecord a client sets (email=,
+        username=, ...; those not given take the table's defaults). A taken email or username
+        fails the call with AlreadyExists (EMAIL_TAKEN / USERNAME_TAKEN): the database's unique
+        index decides (service.db.errors)."""
         ...
 
     async def get(self, user_id: int) -> UserRecord | None: ...

@@ -37,14 +37,11 @@ class Users:
         self._passwords = passwords
         self._tokens = tokens
 
-    async def create(
-        self, *, email: str, username: str, password: str, is_superuser: bool
-    ) -> UserRecord:
+    async def create(self, *, password: str, **values: Any) -> UserRecord:
+        """A new user with `values` (validated fields of UserRecord: email=, username=, ...)."""
         with self._passwords.admitted():
             hashed = await self._passwords.hash(password)
-        return await self._users.create(
-            email=email, username=username, hashed_password=hashed, is_superuser=is_superuser
-        )
+        return await self._users.create(hashed_password=hashed, **values)
 
     async def get(self, user_id: int) -> UserRecord:
         user = await self._users.get(user_id)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Self
+from collections.abc import Callable, Sequence
+from typing import Any, Self
 
 from service.domain.errors import FieldViolation, InvalidArgument
 
@@ -18,6 +19,7 @@ _UUID = re.compile(
 )
 
 EMAIL_MAX = 255
+DISPLAY_NAME_MAX = 100
 PASSWORD_MIN, PASSWORD_MAX = 8, 1024
 TITLE_MAX = 200
 CONTENT_MAX = 100_000
@@ -81,6 +83,14 @@ def username(v: Violations, field: str, value: str) -> None:
         return
     if not _USERNAME.match(value):
         v.add(field, "must be 3 to 100 characters of letters, digits, '_', '.' or '-'")
+
+
+def display_name(v: Violations, field: str, value: str) -> None:
+    """Optional (empty is none), any text of at most DISPLAY_NAME_MAX characters."""
+    if _no_control(v, field, value):
+        v.check(
+            len(value) <= DISPLAY_NAME_MAX, field, f"must be at most {DISPLAY_NAME_MAX} characters"
+        )
 
 
 def password(v: Violations, field: str, value: str) -> None:
@@ -147,3 +157,21 @@ def page_size(v: Violations, field: str, value: int) -> int:
     if value == 0:
         return PAGE_SIZE_DEFAULT
     return min(value, PAGE_SIZE_MAX)
+
+
+Rule = Callable[[Violations, str, Any], None]
+
+# The rule of each field a client sets on a user (CreateUser, UpdateUser) or a post, by
+# field name; a field a client sets that is not here needs no check (a flag, an id).
+USER_RULES: dict[str, Rule] = {"email": email, "username": username, "display_name": display_name}
+POST_RULES: dict[str, Rule] = {"title": title, "content": content}
+
+
+def fields(
+    v: Violations, prefix: str, message: Any, names: Sequence[str], rules: dict[str, Rule]
+) -> None:
+    """Checks each of `names` of `message` that has a rule, naming it `prefix` + its name."""
+    for name in names:
+        rule = rules.get(name)
+        if rule is not None:
+            rule(v, f"{prefix}{name}", getattr(message, name))

@@ -19,7 +19,6 @@ from sqlalchemy import (
     insert,
     null,
     select,
-    update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
@@ -27,20 +26,20 @@ from service.db.models import Post, User
 from service.domain.entities import NewPost, PostRecord, UserRecord, UserWithPosts
 from service.domain.errors import user_not_found
 from service.domain.paging import Cursor
-from service.repositories.base import BaseRepository, Query, Row, like_pattern, newest_first_after
-from service.repositories.users import USER_COLUMNS, user_from_row
-
-POST_COLUMNS = (
-    Post.id,
-    Post.author_id,
-    Post.title,
-    Post.content,
-    Post.published,
-    Post.created_at,
-    Post.updated_at,
-    Post.version,
+from service.repositories.base import (
+    BaseRepository,
+    Columns,
+    Query,
+    Row,
+    like_pattern,
+    newest_first_after,
+    update_parameters,
+    versioned_update,
 )
-_WIDTH = len(POST_COLUMNS)
+from service.repositories.users import USER, USER_COLUMNS
+
+POST = Columns(PostRecord, Post, nested=("author",))
+POST_COLUMNS = POST.columns
 _CONTENT_AT = POST_COLUMNS.index(Post.content)
 
 # A stream's buffer is bounded in bytes, not rows: the cursor prefetches STREAM_BATCH rows, in
@@ -50,7 +49,6 @@ _CONTENT_AT = POST_COLUMNS.index(Post.content)
 STREAM_BATCH = 500
 STREAM_INLINE_BYTES = 2048
 
-_USER_WIDTH = len(USER_COLUMNS)
 _NEWEST_FIRST = (Post.created_at.desc(), Post.id.desc())
 # The text a post puts in a response (with its author's): a lower bound of its encoded size,
 # which PostgreSQL reads from each value's header without detoasting it.
@@ -70,23 +68,22 @@ _BYTES_BEFORE = (
 
 def post_from_row(row: Row, author: UserRecord | None = None) -> PostRecord:
     """A post from a row of POST_COLUMNS followed (unless `author` is given) by USER_COLUMNS."""
-    id_, author_id, title, content, published, created_at, updated_at, version = row[:_WIDTH]
-    return PostRecord(
-        id_,
-        author_id,
-        title,
-        content,
-        published,
-        created_at,
-        updated_at,
-        version,
-        author=author or user_from_row(row, _WIDTH),
-    )
+    return POST.read(row, author=author or USER.read(row, POST.width))
 
 
 def _with_author() -> Select[Any]:
-    statement: Select[Any] = select(*POST_COLUMNS, *USER_COLUMNS)  # type: ignore[assignment]
+    statement: Select[Any] = select(*POST_COLUMNS, *USER_COLUMNS)
     return statement.join(User, User.id == Post.author_id)
+
+
+def _filters(author_id: int | None, published: bool | None) -> dict[str, Any]:
+    """The parameters of the filters `_filtered` adds."""
+    params: dict[str, Any] = {}
+    if author_id is not None:
+        params["author_id"] = author_id
+    if published is not None:
+        params["published"] = published
+    return params
 
 
 def _filtered(statement: Select[Any], author_id: bool, published: bool) -> Select[Any]:
@@ -188,20 +185,7 @@ def _list_query(after: bool, author_id: bool, published: bool, query: bool) -> Q
 @cache
 def _update_query(fields: tuple[str, ...], conditional: bool) -> Query:
     """UpdatePost for one set of fields, optionally only at an expected version; with the author."""
-    changed = (
-        update(Post)
-        .where(Post.id == bindparam("row_id"))
-        .values(
-            {
-                **{name: bindparam(f"new_{name}") for name in fields},
-                "version": Post.version + 1,
-                "updated_at": func.now(),
-            }
-        )
-        .returning(*POST_COLUMNS)
-    )
-    if conditional:
-        changed = changed.where(Post.version == bindparam("expected_version"))
+    changed = versioned_update(Post, fields, conditional=conditional).returning(*POST_COLUMNS)
     cte = changed.cte("changed")
     return Query(select(cte, *USER_COLUMNS).join(User, User.id == cte.c.author_id))
 
@@ -263,16 +247,13 @@ class PostRepository(BaseRepository):
         statement = _list_query(
             after is not None, author_id is not None, published is not None, bool(query)
         )
-        rows = await self._all(
-            statement,
-            limit=limit,
-            max_bytes=max_bytes,
-            after_created_at=after and after.created_at,
-            after_id=after and after.id,
-            author_id=author_id,
-            published=published,
-            pattern=like_pattern(query),
-        )
+        params: dict[str, Any] = {"limit": limit, "max_bytes": max_bytes}
+        if after is not None:
+            params.update(after_created_at=after.created_at, after_id=after.id)
+        if query:
+            params["pattern"] = like_pattern(query)
+        params.update(_filters(author_id, published))
+        rows = await self._all(statement, **params)
         return [post_from_row(row) for row in rows]
 
     async def user_with_newest_posts(
@@ -283,9 +264,9 @@ class PostRepository(BaseRepository):
         rows = await self._all(_USER_WITH_POSTS, row_id=user_id, limit=limit, max_bytes=max_bytes)
         if not rows:
             return None
-        user = user_from_row(rows[0])
+        user = USER.read(rows[0])
         posts = [
-            post_from_row(row[_USER_WIDTH:], user) for row in rows if row[_USER_WIDTH] is not None
+            POST.read(row, USER.width, author=user) for row in rows if row[USER.width] is not None
         ]
         return UserWithPosts(user, posts)
 
@@ -294,8 +275,7 @@ class PostRepository(BaseRepository):
     ) -> PostRecord | None:
         """Applies `values`, bumping the version; None when the id or the version does not match."""
         statement = _update_query(tuple(sorted(values)), expected_version is not None)
-        new = {f"new_{name}": value for name, value in values.items()}
-        row = await self._one(statement, row_id=post_id, expected_version=expected_version, **new)
+        row = await self._one(statement, **update_parameters(post_id, values, expected_version))
         return None if row is None else post_from_row(row)
 
     async def exists(self, post_id: int) -> bool:
@@ -310,7 +290,7 @@ class PostRepository(BaseRepository):
         """Every matching post, oldest first, read STREAM_BATCH rows at a time as the caller
         consumes them, so memory stays flat however many rows match and however large."""
         statement = _stream_query(author_id is not None, published is not None)
-        rows = self._stream(statement, STREAM_BATCH, author_id=author_id, published=published)
+        rows = self._stream(statement, STREAM_BATCH, **_filters(author_id, published))
         async for row in rows:
             post = post_from_row(row)
             if row[_CONTENT_AT] is None:  # too long to prefetch: read alone, in the same snapshot

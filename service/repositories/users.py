@@ -10,35 +10,19 @@ from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from service.db.models import User
 from service.domain.entities import Credentials, UserRecord
 from service.domain.paging import Cursor
-from service.repositories.base import BaseRepository, Query, Row, like_pattern, newest_first_after
-
-USER_COLUMNS = (
-    User.id,
-    User.email,
-    User.username,
-    User.is_active,
-    User.is_superuser,
-    User.created_at,
-    User.updated_at,
-    User.version,
+from service.repositories.base import (
+    BaseRepository,
+    Columns,
+    Query,
+    like_pattern,
+    newest_first_after,
+    update_parameters,
+    versioned_update,
 )
-_WIDTH = len(USER_COLUMNS)
 
+USER = Columns(UserRecord, User)
+USER_COLUMNS = USER.columns
 
-def user_from_row(row: Row, start: int = 0) -> UserRecord:
-    return UserRecord(*row[start : start + _WIDTH])
-
-
-_CREATE = Query(
-    insert(User)
-    .values(
-        email=bindparam("new_email"),
-        username=bindparam("new_username"),
-        hashed_password=bindparam("new_hashed_password"),
-        is_superuser=bindparam("new_is_superuser"),
-    )
-    .returning(*USER_COLUMNS)
-)
 _BY_ID = Query(select(*USER_COLUMNS).where(User.id == bindparam("row_id")))
 _BY_EMAIL = Query(
     select(*USER_COLUMNS).where(func.lower(User.email) == func.lower(bindparam("email")))
@@ -99,69 +83,58 @@ def _list_query(after: bool, query: bool, is_active: bool) -> Query:
 
 
 @cache
+def _create_query(fields: tuple[str, ...]) -> Query:
+    """CreateUser for one set of fields (the columns left out take their defaults)."""
+    values: dict[str, Any] = {
+        name: bindparam(f"new_{name}") for name in (*fields, "hashed_password")
+    }
+    return Query(insert(User).values(values).returning(*USER_COLUMNS))
+
+
+@cache
 def _update_query(fields: tuple[str, ...], conditional: bool) -> Query:
     """UpdateUser for one set of fields, optionally only at an expected version."""
-    statement = (
-        update(User)
-        .where(User.id == bindparam("row_id"))
-        .values(
-            {
-                **{name: bindparam(f"new_{name}") for name in fields},
-                "version": User.version + 1,
-                "updated_at": func.now(),
-            }
-        )
-        .returning(*USER_COLUMNS)
-    )
-    if conditional:
-        statement = statement.where(User.version == bindparam("expected_version"))
-    return Query(statement)
+    return Query(versioned_update(User, fields, conditional=conditional).returning(*USER_COLUMNS))
 
 
 class UserRepository(BaseRepository):
-    async def create(
-        self, *, email: str, username: str, hashed_password: str, is_superuser: bool
-    ) -> UserRecord:
-        row = await self._one(
-            _CREATE,
-            new_email=email,
-            new_username=username,
-            new_hashed_password=hashed_password,
-            new_is_superuser=is_superuser,
-        )
+    async def create(self, *, hashed_password: str, **values: Any) -> UserRecord:
+        """Inserts a user with `values` (fields of UserRecord, e.g. email=, username=)."""
+        statement = _create_query(tuple(sorted(values)))
+        new = {f"new_{name}": value for name, value in values.items()}
+        row = await self._one(statement, new_hashed_password=hashed_password, **new)
         assert row is not None
-        return user_from_row(row)
+        return USER.read(row)
 
     async def get(self, user_id: int) -> UserRecord | None:
         row = await self._one(_BY_ID, row_id=user_id)
-        return None if row is None else user_from_row(row)
+        return None if row is None else USER.read(row)
 
     async def get_by_email(self, email: str) -> UserRecord | None:
         row = await self._one(_BY_EMAIL, email=email)
-        return None if row is None else user_from_row(row)
+        return None if row is None else USER.read(row)
 
     async def list_newest_first(
         self, *, limit: int, after: Cursor | None, query: str, is_active: bool | None
     ) -> list[UserRecord]:
         statement = _list_query(after is not None, bool(query), is_active is not None)
-        rows = await self._all(
-            statement,
-            limit=limit,
-            after_created_at=after and after.created_at,
-            after_id=after and after.id,
-            pattern=like_pattern(query),
-            is_active=is_active,
-        )
-        return [user_from_row(row) for row in rows]
+        params: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            params.update(after_created_at=after.created_at, after_id=after.id)
+        if query:
+            params["pattern"] = like_pattern(query)
+        if is_active is not None:
+            params["is_active"] = is_active
+        rows = await self._all(statement, **params)
+        return [USER.read(row) for row in rows]
 
     async def update(
         self, user_id: int, values: dict[str, Any], *, expected_version: int | None
     ) -> UserRecord | None:
         """Applies `values`, bumping the version; None when the id or the version does not match."""
         statement = _update_query(tuple(sorted(values)), expected_version is not None)
-        new = {f"new_{name}": value for name, value in values.items()}
-        row = await self._one(statement, row_id=user_id, expected_version=expected_version, **new)
-        return None if row is None else user_from_row(row)
+        row = await self._one(statement, **update_parameters(user_id, values, expected_version))
+        return None if row is None else USER.read(row)
 
     async def exists(self, user_id: int) -> bool:
         return await self._one(_EXISTS, row_id=user_id) is not None
@@ -188,4 +161,4 @@ class UserRepository(BaseRepository):
         row = await self._one(_CREDENTIALS, login=login)
         if row is None:
             return None
-        return Credentials(user_from_row(row), row[_WIDTH])
+        return Credentials(USER.read(row), row[USER.width])

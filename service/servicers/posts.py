@@ -10,7 +10,7 @@ from google.protobuf import empty_pb2
 from grpc import aio
 
 from service.domain import validation as check
-from service.domain.entities import NewPost
+from service.domain.entities import NewPost, PostRecord, updatable
 from service.domain.posts import Posts
 from service.servicers.convert import masked_fields, post_message, post_size_bound
 from service.servicers.sizing import (
@@ -20,7 +20,7 @@ from service.servicers.sizing import (
 )
 
 Context = aio.ServicerContext[Any, Any]
-POST_FIELDS = ("title", "content", "published")
+POST_FIELDS = updatable(PostRecord)  # UpdatePost's mask paths
 
 
 def _new_post(
@@ -82,10 +82,7 @@ class PostServicer(post_service_pb2_grpc.PostServiceServicer):
         with check.Violations() as v:
             check.resource_id(v, "post.id", post.id)
             fields = masked_fields(request, post, "post", POST_FIELDS, v)
-            if "title" in fields:
-                check.title(v, "post.title", post.title)
-            if "content" in fields:
-                check.content(v, "post.content", post.content)
+            check.fields(v, "post.", post, fields, check.POST_RULES)
             check.token(v, "post.etag", post.etag)
         values = {name: getattr(post, name) for name in fields}
         return post_message(await self._posts.update(post.id, values, post.etag))

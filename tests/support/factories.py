@@ -38,6 +38,7 @@ async def create_user(
     password: str = PASSWORD,
     is_superuser: bool = False,
     metadata: Sequence[tuple[str, str]] = (),
+    display_name: str = "",
 ) -> resources_pb2.User:
     """A user created through CreateUser, as a client creates one."""
     return await users.CreateUser(
@@ -46,6 +47,7 @@ async def create_user(
             username=name,
             password=password,
             is_superuser=is_superuser,
+            display_name=display_name,
         ),
         metadata=tuple(metadata),
     )

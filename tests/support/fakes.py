@@ -10,6 +10,7 @@ Protocol where `FakeDatabase` hands it to a use case.
 from __future__ import annotations
 
 import itertools
+import typing
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
@@ -25,6 +26,7 @@ from service.domain.entities import (
     RememberedRequest,
     UserRecord,
     UserWithPosts,
+    settable,
 )
 from service.domain.errors import AlreadyExists, user_not_found
 from service.domain.paging import Cursor, PageTokens
@@ -83,6 +85,15 @@ class FakeDatabase:
         return Posts(posts=self.posts, requests=self.requests, tokens=tokens)
 
 
+# What the users table gives a field create does not set: its type's empty value (the
+# columns' server defaults), except that new users are active.
+_HINTS = typing.get_type_hints(UserRecord)
+_TABLE_DEFAULTS: dict[str, Any] = {
+    **{name: _HINTS[name]() for name in settable(UserRecord)},
+    "is_active": True,
+}
+
+
 class InMemoryUsers:
     def __init__(self, db: FakeDatabase) -> None:
         self._db = db
@@ -100,13 +111,15 @@ class InMemoryUsers:
             if other.username.lower() == username.lower():
                 raise AlreadyExists("username is already taken", reason=ErrorReason.USERNAME_TAKEN)
 
-    async def create(
-        self, *, email: str, username: str, hashed_password: str, is_superuser: bool
-    ) -> UserRecord:
+    async def create(self, *, hashed_password: str, **values: Any) -> UserRecord:
         self._db.journal.append("users.create")
-        self._taken(None, email, username)
+        self._taken(None, values["email"], values["username"])
         user = UserRecord(
-            next(self._ids), email, username, True, is_superuser, self._db.now, None, 1
+            **{**_TABLE_DEFAULTS, **values},
+            id=next(self._ids),
+            created_at=self._db.now,
+            updated_at=None,
+            version=1,
         )
         self.rows[user.id] = user
         self.hashes[user.id] = hashed_password

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x62log/v1/resources.proto\x12\x07\x62log.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x08username\x18\x03 \x01(\t\x12\x11\n\tis_active\x18\x04 \x01(\x08\x12\x14\n\x0cis_superuser\x18\x05 \x01(\x08\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x08 \x01(\t\x12\x1c\n\x05posts\x18\t \x03(\x0b\x32\r.blog.v1.Post\"\xe5\x01\n\x04Post\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x11\n\tauthor_id\x18\x02 \x01(\x03\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\t\x12\x11\n\tpublished\x18\x05 \x01(\x08\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x08 \x01(\t\x12\x1d\n\x06\x61uthor\x18\t \x01(\x0b\x32\r.blog.v1.User*T\n\x08UserView\x12\x19\n\x15USER_VIEW_UNSPECIFIED\x10\x00\x12\x13\n\x0fUSER_VIEW_BASIC\x10\x01\x12\x18\n\x14USER_VIEW_WITH_POSTS\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x62log/v1/resources.proto\x12\x07\x62log.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x08username\x18\x03 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\n \x01(\t\x12\x11\n\tis_active\x18\x04 \x01(\x08\x12\x14\n\x0cis_superuser\x18\x05 \x01(\x08\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x08 \x01(\t\x12\x1c\n\x05posts\x18\t \x03(\x0b\x32\r.blog.v1.Post\"\xe5\x01\n\x04Post\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x11\n\tauthor_id\x18\x02 \x01(\x03\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\t\x12\x11\n\tpublished\x18\x05 \x01(\x08\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x08 \x01(\t\x12\x1d\n\x06\x61uthor\x18\t \x01(\x0b\x32\r.blog.v1.User*T\n\x08UserView\x12\x19\n\x15USER_VIEW_UNSPECIFIED\x10\x00\x12\x13\n\x0fUSER_VIEW_BASIC\x10\x01\x12\x18\n\x14USER_VIEW_WITH_POSTS\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'blog.v1.resources_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_USERVIEW']._serialized_start=536
-  _globals['_USERVIEW']._serialized_end=620
+  _globals['_USERVIEW']._serialized_start=558
+  _globals['_USERVIEW']._serialized_end=642
   _globals['_USER']._serialized_start=70
-  _globals['_USER']._serialized_end=302
-  _globals['_POST']._serialized_start=305
-  _globals['_POST']._serialized_end=534
+  _globals['_USER']._serialized_end=324
+  _globals['_POST']._serialized_start=327
+  _globals['_POST']._serialized_end=556
 # @@protoc_insertion_point(module_scope)

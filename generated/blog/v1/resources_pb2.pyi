@@ -57,6 +57,7 @@ class User(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
     USERNAME_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     IS_ACTIVE_FIELD_NUMBER: _builtins.int
     IS_SUPERUSER_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
@@ -69,6 +70,10 @@ class User(_message.Message):
     """Email address, unique case-insensitively; at most 255 characters."""
     username: _builtins.str
     """3..100 characters of [A-Za-z0-9_.-], unique case-insensitively."""
+    display_name: _builtins.str
+    """The name to show for the user: at most 100 characters, no control
+    characters; empty when the user has none.
+    """
     is_active: _builtins.bool
     """Inactive users cannot authenticate. New users are active."""
     is_superuser: _builtins.bool
@@ -98,6 +103,7 @@ class User(_message.Message):
         id: _builtins.int = ...,
         email: _builtins.str = ...,
         username: _builtins.str = ...,
+        display_name: _builtins.str = ...,
         is_active: _builtins.bool = ...,
         is_superuser: _builtins.bool = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
@@ -107,7 +113,7 @@ class User(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "email", b"email", "etag", b"etag", "id", b"id", "is_active", b"is_active", "is_superuser", b"is_superuser", "posts", b"posts", "updated_at", b"updated_at", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "display_name", b"display_name", "email", b"email", "etag", b"etag", "id", b"id", "is_active", b"is_active", "is_superuser", b"is_superuser", "posts", b"posts", "updated_at", b"updated_at", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -27,7 +27,7 @@ from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62log/v1/user_service.proto\x12\x07\x62log.v1\x1a\x17\x62log/v1/resources.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\"\\\n\x11\x43reateUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\x12\x14\n\x0cis_superuser\x18\x04 \x01(\x08\"=\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x1f\n\x04view\x18\x02 \x01(\x0e\x32\x11.blog.v1.UserView\"&\n\x15GetUserByEmailRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"n\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\x16\n\tis_active\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\x0c\n\n_is_active\"J\n\x11ListUsersResponse\x12\x1c\n\x05users\x18\x01 \x03(\x0b\x32\r.blog.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"a\n\x11UpdateUserRequest\x12\x1b\n\x04user\x18\x01 \x01(\x0b\x32\r.blog.v1.User\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"9\n\x15\x43hangePasswordRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x14\n\x0cnew_password\x18\x02 \x01(\t\"\x1f\n\x11\x44\x65leteUserRequest\x12\n\n\x02id\x18\x01 \x01(\x03\":\n\x17\x41uthenticateUserRequest\x12\r\n\x05login\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t2\x97\x04\n\x0bUserService\x12\x37\n\nCreateUser\x12\x1a.blog.v1.CreateUserRequest\x1a\r.blog.v1.User\x12\x36\n\x07GetUser\x12\x17.blog.v1.GetUserRequest\x1a\r.blog.v1.User\"\x03\x90\x02\x01\x12\x44\n\x0eGetUserByEmail\x12\x1e.blog.v1.GetUserByEmailRequest\x1a\r.blog.v1.User\"\x03\x90\x02\x01\x12G\n\tListUsers\x12\x19.blog.v1.ListUsersRequest\x1a\x1a.blog.v1.ListUsersResponse\"\x03\x90\x02\x01\x12\x37\n\nUpdateUser\x12\x1a.blog.v1.UpdateUserRequest\x1a\r.blog.v1.User\x12H\n\x0e\x43hangePassword\x12\x1e.blog.v1.ChangePasswordRequest\x1a\x16.google.protobuf.Empty\x12@\n\nDeleteUser\x12\x1a.blog.v1.DeleteUserRequest\x1a\x16.google.protobuf.Empty\x12\x43\n\x10\x41uthenticateUser\x12 .blog.v1.AuthenticateUserRequest\x1a\r.blog.v1.Userb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62log/v1/user_service.proto\x12\x07\x62log.v1\x1a\x17\x62log/v1/resources.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\"r\n\x11\x43reateUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\x12\x14\n\x0cis_superuser\x18\x04 \x01(\x08\x12\x14\n\x0c\x64isplay_name\x18\x05 \x01(\t\"=\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x1f\n\x04view\x18\x02 \x01(\x0e\x32\x11.blog.v1.UserView\"&\n\x15GetUserByEmailRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"n\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12\x16\n\tis_active\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\x0c\n\n_is_active\"J\n\x11ListUsersResponse\x12\x1c\n\x05users\x18\x01 \x03(\x0b\x32\r.blog.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"a\n\x11UpdateUserRequest\x12\x1b\n\x04user\x18\x01 \x01(\x0b\x32\r.blog.v1.User\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"9\n\x15\x43hangePasswordRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x14\n\x0cnew_password\x18\x02 \x01(\t\"\x1f\n\x11\x44\x65leteUserRequest\x12\n\n\x02id\x18\x01 \x01(\x03\":\n\x17\x41uthenticateUserRequest\x12\r\n\x05login\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t2\x97\x04\n\x0bUserService\x12\x37\n\nCreateUser\x12\x1a.blog.v1.CreateUserRequest\x1a\r.blog.v1.User\x12\x36\n\x07GetUser\x12\x17.blog.v1.GetUserRequest\x1a\r.blog.v1.User\"\x03\x90\x02\x01\x12\x44\n\x0eGetUserByEmail\x12\x1e.blog.v1.GetUserByEmailRequest\x1a\r.blog.v1.User\"\x03\x90\x02\x01\x12G\n\tListUsers\x12\x19.blog.v1.ListUsersRequest\x1a\x1a.blog.v1.ListUsersResponse\"\x03\x90\x02\x01\x12\x37\n\nUpdateUser\x12\x1a.blog.v1.UpdateUserRequest\x1a\r.blog.v1.User\x12H\n\x0e\x43hangePassword\x12\x1e.blog.v1.ChangePasswordRequest\x1a\x16.google.protobuf.Empty\x12@\n\nDeleteUser\x12\x1a.blog.v1.DeleteUserRequest\x1a\x16.google.protobuf.Empty\x12\x43\n\x10\x41uthenticateUser\x12 .blog.v1.AuthenticateUserRequest\x1a\r.blog.v1.Userb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,23 +41,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USERSERVICE'].methods_by_name['ListUsers']._loaded_options = None
   _globals['_USERSERVICE'].methods_by_name['ListUsers']._serialized_options = b'\220\002\001'
   _globals['_CREATEUSERREQUEST']._serialized_start=127
-  _globals['_CREATEUSERREQUEST']._serialized_end=219
-  _globals['_GETUSERREQUEST']._serialized_start=221
-  _globals['_GETUSERREQUEST']._serialized_end=282
-  _globals['_GETUSERBYEMAILREQUEST']._serialized_start=284
-  _globals['_GETUSERBYEMAILREQUEST']._serialized_end=322
-  _globals['_LISTUSERSREQUEST']._serialized_start=324
-  _globals['_LISTUSERSREQUEST']._serialized_end=434
-  _globals['_LISTUSERSRESPONSE']._serialized_start=436
-  _globals['_LISTUSERSRESPONSE']._serialized_end=510
-  _globals['_UPDATEUSERREQUEST']._serialized_start=512
-  _globals['_UPDATEUSERREQUEST']._serialized_end=609
-  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=611
-  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=668
-  _globals['_DELETEUSERREQUEST']._serialized_start=670
-  _globals['_DELETEUSERREQUEST']._serialized_end=701
-  _globals['_AUTHENTICATEUSERREQUEST']._serialized_start=703
-  _globals['_AUTHENTICATEUSERREQUEST']._serialized_end=761
-  _globals['_USERSERVICE']._serialized_start=764
-  _globals['_USERSERVICE']._serialized_end=1299
+  _globals['_CREATEUSERREQUEST']._serialized_end=241
+  _globals['_GETUSERREQUEST']._serialized_start=243
+  _globals['_GETUSERREQUEST']._serialized_end=304
+  _globals['_GETUSERBYEMAILREQUEST']._serialized_start=306
+  _globals['_GETUSERBYEMAILREQUEST']._serialized_end=344
+  _globals['_LISTUSERSREQUEST']._serialized_start=346
+  _globals['_LISTUSERSREQUEST']._serialized_end=456
+  _globals['_LISTUSERSRESPONSE']._serialized_start=458
+  _globals['_LISTUSERSRESPONSE']._serialized_end=532
+  _globals['_UPDATEUSERREQUEST']._serialized_start=534
+  _globals['_UPDATEUSERREQUEST']._serialized_end=631
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=633
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=690
+  _globals['_DELETEUSERREQUEST']._serialized_start=692
+  _globals['_DELETEUSERREQUEST']._serialized_end=723
+  _globals['_AUTHENTICATEUSERREQUEST']._serialized_start=725
+  _globals['_AUTHENTICATEUSERREQUEST']._serialized_end=783
+  _globals['_USERSERVICE']._serialized_start=786
+  _globals['_USERSERVICE']._serialized_end=1321
 # @@protoc_insertion_point(module_scope)

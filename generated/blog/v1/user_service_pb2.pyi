@@ -30,6 +30,7 @@ class CreateUserRequest(_message.Message):
     USERNAME_FIELD_NUMBER: _builtins.int
     PASSWORD_FIELD_NUMBER: _builtins.int
     IS_SUPERUSER_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     email: _builtins.str
     """A plausible email address, at most 255 characters."""
     username: _builtins.str
@@ -38,6 +39,8 @@ class CreateUserRequest(_message.Message):
     """8..1024 characters."""
     is_superuser: _builtins.bool
     """Administrative flag."""
+    display_name: _builtins.str
+    """Optional: at most 100 characters, no control characters."""
     def __init__(
         self,
         *,
@@ -45,10 +48,11 @@ class CreateUserRequest(_message.Message):
         username: _builtins.str = ...,
         password: _builtins.str = ...,
         is_superuser: _builtins.bool = ...,
+        display_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "is_superuser", b"is_superuser", "password", b"password", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "email", b"email", "is_superuser", b"is_superuser", "password", b"password", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
