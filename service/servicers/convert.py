@@ -193,3 +193,20 @@ def masked_fields(
         f"nothing to update: set a field or send an update_mask naming {', '.join(updatable)}",
     )
     return fields
+
+
+def update_values(
+    request: Message,
+    resource_field: str,
+    updatable: tuple[str, ...],
+    rules: dict[str, validation.Rule],
+) -> dict[str, Any]:
+    """An Update request checked as a whole (the resource's id, its mask, every changed field,
+    its etag), and the values it changes by field; one BadRequest names everything wrong."""
+    resource: Any = getattr(request, resource_field)
+    with validation.Violations() as v:
+        validation.resource_id(v, f"{resource_field}.id", resource.id)
+        fields = masked_fields(request, resource, resource_field, updatable, v)
+        validation.fields(v, f"{resource_field}.", resource, fields, rules)
+        validation.token(v, f"{resource_field}.etag", resource.etag)
+    return {name: getattr(resource, name) for name in fields}

@@ -12,7 +12,7 @@ from grpc import aio
 from service.domain import validation as check
 from service.domain.entities import NewPost, PostRecord, updatable
 from service.domain.posts import Posts
-from service.servicers.convert import masked_fields, post_message, post_size_bound
+from service.servicers.convert import post_message, post_size_bound, update_values
 from service.servicers.sizing import (
     CLIENT_RECEIVE_LIMIT,
     TOKEN_ROOM,
@@ -79,12 +79,7 @@ class PostServicer(post_service_pb2_grpc.PostServiceServicer):
         self, request: post_service_pb2.UpdatePostRequest, context: Context
     ) -> resources_pb2.Post:
         post = request.post
-        with check.Violations() as v:
-            check.resource_id(v, "post.id", post.id)
-            fields = masked_fields(request, post, "post", POST_FIELDS, v)
-            check.fields(v, "post.", post, fields, check.POST_RULES)
-            check.token(v, "post.etag", post.etag)
-        values = {name: getattr(post, name) for name in fields}
+        values = update_values(request, "post", POST_FIELDS, check.POST_RULES)
         return post_message(await self._posts.update(post.id, values, post.etag))
 
     async def DeletePost(

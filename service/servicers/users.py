@@ -12,9 +12,9 @@ from service.domain import validation as check
 from service.domain.entities import UserRecord, settable, updatable
 from service.domain.users import Users
 from service.servicers.convert import (
-    masked_fields,
     post_message,
     post_size_bound,
+    update_values,
     user_message,
     user_size_bound,
 )
@@ -94,12 +94,7 @@ class UserServicer(user_service_pb2_grpc.UserServiceServicer):
         self, request: user_service_pb2.UpdateUserRequest, context: Context
     ) -> resources_pb2.User:
         user = request.user
-        with check.Violations() as v:
-            check.resource_id(v, "user.id", user.id)
-            fields = masked_fields(request, user, "user", USER_FIELDS, v)
-            check.fields(v, "user.", user, fields, check.USER_RULES)
-            check.token(v, "user.etag", user.etag)
-        values = {name: getattr(user, name) for name in fields}
+        values = update_values(request, "user", USER_FIELDS, check.USER_RULES)
         return user_message(await self._users.update(user.id, values, user.etag))
 
     async def ChangePassword(
