@@ -56,7 +56,7 @@ def _one_channel(database_url: str, age: str, seconds: float) -> tuple[set[tuple
     }
     seen: set[tuple[int, int]] = set()
     failed = 0
-    with ServerProcess(env).start() as server:
+    with ServerProcess(env) as server:
         assert _listening(server.port, 2), server.output()
         with grpc.insecure_channel(server.address) as channel:
             stub = user_service_pb2_grpc.UserServiceStub(channel)

@@ -94,7 +94,9 @@ class ServerProcess:
             return self.process.wait(10)
 
     def __enter__(self) -> ServerProcess:
-        return self.start()
+        # `with ServerProcess(env).start() as server` must not start a second server (the
+        # first would outlive the test: stop() only knows the last one).
+        return self if self.process is not None else self.start()
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
