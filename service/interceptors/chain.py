@@ -59,6 +59,7 @@ from service.interceptors.observe import ObserveInterceptor
 from service.interceptors.responses import Responses
 from service.interceptors.session import SessionInterceptor
 from service.interceptors.streams import StreamLimitInterceptor
+from service.interceptors.timers import Timers
 from service.interceptors.trace import TraceInterceptor
 from service.servicers.sizing import response_limit
 
@@ -152,21 +153,21 @@ class Chain(aio.ServerInterceptor):  # type: ignore[type-arg]
 
 def build_chain(settings: Settings, database: Database, tracing: Tracing | None = None) -> Chain:
     """The chain the server runs (the module's docstring lists it), from the settings."""
-    timeout = settings.default_timeout_seconds
+    timers = Timers(settings.default_timeout_seconds)  # one for both: the same timeout
     layers: list[Layer] = []
     if tracing is not None:
         layers.append(Layer(TraceInterceptor(tracing), api_methods))
     layers += [
         Layer(ObserveInterceptor(metrics_enabled=settings.metrics_port is not None), every_method),
         Layer(ErrorInterceptor(), every_method),
-        Layer(RequestArrivalInterceptor(timeout), single_request_methods),
+        Layer(RequestArrivalInterceptor(timers), single_request_methods),
         Layer(AdmissionInterceptor(settings.max_concurrent_rpcs), api_methods),
     ]
     if settings.tokens:
         layers.append(Layer(AuthInterceptor(settings.tokens), api_methods))
     layers += [
         Layer(StreamLimitInterceptor(settings.stream_capacity), api_streaming_methods),
-        Layer(DefaultDeadlineInterceptor(timeout), api_unary_methods),
+        Layer(DefaultDeadlineInterceptor(timers), api_unary_methods),
         Layer(SessionInterceptor(database), api_methods),
     ]
     responses = Responses(
