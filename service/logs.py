@@ -89,6 +89,22 @@ class TextFormatter(logging.Formatter):
         self._traced = logging.PercentStyle(_TEXT_TRACED)
         self._seconds = _SecondCache(utc=False)
 
+    def format(self, record: logging.LogRecord) -> str:
+        """The line as `_TEXT` renders it, in one function for a plain line (the call's: no
+        exception, stack or trace ids), logging.Formatter's steps for any other."""
+        request_id = record.__dict__.get("request_id")
+        if (
+            request_id is None
+            or record.exc_info
+            or record.exc_text
+            or record.stack_info
+            or hasattr(record, "trace_id")
+        ):
+            return super().format(record)
+        record.message = message = record.getMessage()
+        record.asctime = asctime = self.formatTime(record)
+        return f"{asctime} {record.levelname} {record.name} [{request_id}] {message}"
+
     def formatMessage(self, record: logging.LogRecord) -> str:
         if hasattr(record, "trace_id"):
             return self._traced.format(record)

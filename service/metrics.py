@@ -21,10 +21,11 @@ handling_seconds = Histogram(
 )
 
 
-# Codes as go-grpc-prometheus labels them (Go's codes.Code.String()): NotFound, Canceled, ...
+# Codes as go-grpc-prometheus labels them (Go's codes.Code.String()): NotFound, Canceled, ...,
+# by the code's name (a str key: hashing a StatusCode is a Python call, Enum.__hash__).
 _GO_NAMES = {
-    code: "".join(part.title() for part in code.name.split("_")) for code in grpc.StatusCode
-} | {grpc.StatusCode.OK: "OK", grpc.StatusCode.CANCELLED: "Canceled"}
+    code.name: "".join(part.title() for part in code.name.split("_")) for code in grpc.StatusCode
+} | {"OK": "OK", "CANCELLED": "Canceled"}
 
 
 class MethodMetrics:
@@ -36,12 +37,13 @@ class MethodMetrics:
         self.handling_seconds = handling_seconds.labels(*self._labels)
         self._handled: dict[str, Counter] = {}
 
-    def handled(self, code: object) -> Counter:
-        """The handled counter for `code` (a StatusCode, or the raw value a handler set)."""
-        name = _GO_NAMES[code] if isinstance(code, grpc.StatusCode) else str(code)
-        series = self._handled.get(name)
+    def handled(self, code_name: str) -> Counter:
+        """The handled counter for the code named `code_name` (a StatusCode's name, or the
+        raw value a handler set, as text)."""
+        series = self._handled.get(code_name)
         if series is None:
-            series = self._handled[name] = handled.labels(*self._labels, name)
+            label = _GO_NAMES.get(code_name, code_name)
+            series = self._handled[code_name] = handled.labels(*self._labels, label)
         return series
 
 

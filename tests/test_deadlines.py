@@ -155,3 +155,36 @@ async def test_call_without_deadline_gets_default_timeout(
     assert 0.28 <= elapsed < 0.6, elapsed
     assert left_behind == []
     assert await db.fetchval("SELECT username FROM users WHERE id = $1", user_id) == "alice"
+
+
+async def test_calls_without_deadline_each_get_their_own_default_timeout(
+    short_default_server: UserStub, db: asyncpg.Connection, db_pool: asyncpg.Pool
+) -> None:
+    """The timeouts share one timer (interceptors.timers): calls started 0.1 s apart each end
+    0.3 s after their own start, a call that ends in time is left alone, and the timer is set
+    again for calls that come after the others ended."""
+    users = short_default_server
+    user_id = await make_user(db)
+    request = user_service_pb2.GetUserRequest(id=user_id)
+
+    async def blocked_call() -> tuple[grpc.StatusCode, float]:
+        start = time.monotonic()
+        try:
+            await users.GetUser(request)
+        except grpc.RpcError as error:
+            return error.code(), time.monotonic() - start
+        return grpc.StatusCode.OK, time.monotonic() - start
+
+    for _ in range(2):  # the second round finds the timer unset: every call before has ended
+        async with tables_locked(db_pool, "users"):
+            calls = []
+            for _ in range(3):
+                calls.append(asyncio.create_task(blocked_call()))
+                await asyncio.sleep(0.1)
+            outcomes = await asyncio.wait_for(asyncio.gather(*calls), timeout=5)
+            left_behind = await settled_busy_backends(db)
+        for code, elapsed in outcomes:
+            assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert 0.28 <= elapsed < 0.6, outcomes
+        assert left_behind == []
+        assert (await users.GetUser(request)).id == user_id  # in time: not cancelled
