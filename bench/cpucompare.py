@@ -2,10 +2,12 @@
 
 For each round and each checkout in turn: starts `python -m service` from that checkout's
 directory (so its `service` package is the one imported; the Python is this one), waits for
-health SERVING, sends `--warmup` calls, then reads the server process's CPU time (user +
-system, psutil) around `--calls` calls of the method sent by one h2load process
-(`--connections` connections, `--concurrency` calls in flight), and stops it. Reports each
-round and the median CPU µs per call per checkout, and the median ratio B/A.
+health SERVING, sends `--warmup` calls, then reads the server's CPU time (user + system,
+psutil) around `--calls` calls of the method sent by one h2load process (`--connections`
+connections, `--concurrency` calls in flight), and stops it. Two readings: the whole process
+(gRPC core's poller threads too, whose share swings with how the machine schedules them) and
+the event loop's thread alone (the main thread: all the Python of a call runs there). Reports
+each round, the medians per checkout, and the median of the rounds' B/A ratios.
 
 CPU time per call is what one event-loop thread can serve: on a busy 2-core machine wall
 clock and throughput are noisy, the CPU a call costs the server much less so. Alternating A
@@ -133,6 +135,14 @@ def _h2load(port: int, path: str, body: Path, calls: int, args: argparse.Namespa
     subprocess.run([*cmd, f"http://127.0.0.1:{port}{path}"], check=True, stdout=subprocess.DEVNULL)
 
 
+def _loop_cpu(process: psutil.Process) -> float:
+    """CPU seconds of the process's main thread, where `python -m service` runs its loop."""
+    for thread in process.threads():
+        if thread.id == process.pid:
+            return float(thread.user_time + thread.system_time)
+    raise SystemExit("cpucompare: the server's main thread is gone")
+
+
 def _not_ok(log: Path) -> int:
     return sum(
         1
@@ -162,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     user, post = asyncio.run(_rows(url))
     path, payload = _request(args.method, user, post)
     per_call: dict[str, list[float]] = {"A": [], "B": []}
+    loop_per_call: dict[str, list[float]] = {"A": [], "B": []}
     with tempfile.TemporaryDirectory(prefix="cpucompare-") as tmp:
         body = write_body(Path(tmp) / "body.bin", payload)
         for round_ in range(args.rounds):
@@ -171,26 +182,29 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     _h2load(port, path, body, args.warmup, args)
                     process = psutil.Process(proc.pid)
-                    before = process.cpu_times()
+                    before, loop_before = process.cpu_times(), _loop_cpu(process)
                     started = time.monotonic()
                     _h2load(port, path, body, args.calls, args)
                     wall = time.monotonic() - started
-                    after = process.cpu_times()
+                    after, loop_after = process.cpu_times(), _loop_cpu(process)
                 finally:
                     _stop(proc)
                 cpu = (after.user - before.user) + (after.system - before.system)
                 per_call[name].append(cpu / args.calls * 1e6)
+                loop_per_call[name].append((loop_after - loop_before) / args.calls * 1e6)
                 print(
-                    f"round {round_ + 1} {name}: {cpu / args.calls * 1e6:7.1f} µs CPU/call "
+                    f"round {round_ + 1} {name}: {per_call[name][-1]:7.1f} µs CPU/call, "
+                    f"loop thread {loop_per_call[name][-1]:7.1f} "
                     f"({args.calls / wall:6.0f} calls/s, not OK: {_not_ok(log)})",
                     flush=True,
                 )
-    a, b = statistics.median(per_call["A"]), statistics.median(per_call["B"])
-    ratios = [y / x for x, y in zip(per_call["A"], per_call["B"], strict=True)]
-    print(
-        f"{args.method}: median CPU µs/call A {a:.1f}, B {b:.1f}; "
-        f"B/A per round median {statistics.median(ratios):.3f}"
-    )
+    for what, figures in (("process", per_call), ("loop thread", loop_per_call)):
+        a, b = statistics.median(figures["A"]), statistics.median(figures["B"])
+        ratios = [y / x for x, y in zip(figures["A"], figures["B"], strict=True)]
+        print(
+            f"{args.method}, {what}: median CPU µs/call A {a:.1f}, B {b:.1f}; "
+            f"B/A per round median {statistics.median(ratios):.3f}"
+        )
     return 0
 
 
