@@ -8,6 +8,10 @@ each method up, then counts with `sys.setprofile` on the loop's thread only whil
 the main thread makes `--calls` sequential calls (grpcio's blocking stub: its Python runs in
 the main thread and is not counted).
 
+The same calls are then made again without the profiler, and the loop thread's CPU time for
+them (time.thread_time) is reported per call: less deterministic, but the thread is the
+server's only one that runs Python.
+
 "Python calls" counts profile "call" events: a function call, and also every resumption of a
 coroutine or generator (each await that suspended). "C calls" counts builtins and C methods
 called from Python. Both include what runs on the loop between calls (the log handler's
@@ -31,12 +35,13 @@ import os
 import socket
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from types import CodeType, FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from blog.v1 import (
@@ -49,6 +54,7 @@ from blog.v1 import (
 from google.protobuf.field_mask_pb2 import FieldMask
 
 METHODS = ("GetUser", "CreatePost", "UpdatePost")
+T = TypeVar("T")
 ROOT = Path.cwd()
 
 
@@ -59,6 +65,7 @@ class Profile:
         self.calls = 0
         self.c_calls = 0
         self.by_code: Counter[CodeType] = Counter()
+        self.cpu_seconds = 0.0  # the loop thread's, over as many calls, without the profiler
 
     def __call__(self, frame: FrameType, event: str, arg: Any) -> None:
         if event == "call":
@@ -123,16 +130,15 @@ class LoopThread:
         """Runs a coroutine on the loop and waits for its result."""
         return asyncio.run_coroutine_threadsafe(work, self.loop).result()
 
-    def call(self, function: Callable[[], object]) -> None:
-        """Runs `function` on the loop's thread and waits until it ran."""
-        done: Future[None] = Future()
+    def call(self, function: Callable[[], T]) -> T:
+        """Runs `function` on the loop's thread and returns what it returned."""
+        done: Future[T] = Future()
 
         def run() -> None:
-            function()
-            done.set_result(None)
+            done.set_result(function())
 
         self.loop.call_soon_threadsafe(run)
-        done.result()
+        return done.result()
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -212,16 +218,25 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(args.calls):
                     call()
                 loop.call(lambda: sys.setprofile(None))
+                # The same calls again, unprofiled: the loop thread's CPU time for them.
+                cpu = loop.call(time.thread_time)
+                for _ in range(args.calls):
+                    call()
+                profile.cpu_seconds = loop.call(time.thread_time) - cpu
                 results.append((method, profile))
     finally:
         loop.run(server.stop())
         loop.stop()
 
     print(f"service: {Path(sys.modules['service'].__file__ or '').parent}")
-    print(f"{'method':<12} {'Python calls/call':>18} {'C calls/call':>13}   ({args.calls} calls)")
+    head = f"{'method':<12} {'Python calls/call':>18} {'C calls/call':>13} {'loop CPU µs/call':>17}"
+    print(f"{head}   ({args.calls} calls)")
     for method, profile in results:
         n = args.calls
-        print(f"{method:<12} {profile.calls / n:>18.1f} {profile.c_calls / n:>13.1f}")
+        print(
+            f"{method:<12} {profile.calls / n:>18.1f} {profile.c_calls / n:>13.1f}"
+            f" {profile.cpu_seconds / n * 1e6:>17.1f}"
+        )
     for method, profile in results:
         packages: Counter[str] = Counter()
         for code, count in profile.by_code.items():

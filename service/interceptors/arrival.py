@@ -5,9 +5,9 @@ it as long as the client likes: a client (with or without a token) could open th
 streams that send headers and no body, each one holding a call in progress. This layer takes
 the read over: the chain registers each method it applies to as request-streaming
 (`reads_request`), and this layer reads the one request within DEFAULT_TIMEOUT_SECONDS (the
-chain's `Timers`, shared with interceptors.deadline) and hands it to the inner layers. A request that does not come in
-time ends the call DEADLINE_EXCEEDED (reason REQUEST_TIMEOUT), and gRPC resets the stream; one
-that never comes (END_STREAM at once) is MALFORMED_REQUEST.
+chain's `Timers`, shared with interceptors.deadline) and hands it to the inner layers. A
+request that does not come in time ends the call DEADLINE_EXCEEDED (reason REQUEST_TIMEOUT),
+and gRPC resets the stream; one that never comes (END_STREAM at once) is MALFORMED_REQUEST.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 When time runs out the call's task is cancelled, and cancelling asyncpg's await sends
 PostgreSQL a cancel request, so no statement outlives its call; this costs no round trip on
-the way. The timeout (the chain's `Timers`, shared with interceptors.arrival) spans the session's commit and the end of the call's connection
-(interceptors.session runs inside this layer).
+the way. The timeout (the chain's `Timers`, shared with interceptors.arrival) spans the
+session's commit and the end of the call's connection (interceptors.session runs inside this
+layer).
 
 A call with a deadline (and every stream: the chain applies this layer to unary API methods
 only) is cancelled by gRPC itself when its deadline passes, so no timer of ours is set for

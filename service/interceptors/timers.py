@@ -1,4 +1,4 @@
-"""The per-call timeout of the arrival and deadline layers: one timer for the process, not one per call.
+"""The arrival and deadline layers' timeout: one timer for the process, not one per call.
 
 `asyncio.timeout` costs a call a dozen Python calls and, under uvloop, a libuv timer created
 and closed (5-11 µs a call: docs/benchmarks.md). Every call here gets the same timeout
