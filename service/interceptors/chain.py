@@ -167,7 +167,7 @@ def build_chain(settings: Settings, database: Database, tracing: Tracing | None 
     layers += [
         Layer(StreamLimitInterceptor(settings.stream_capacity), api_streaming_methods),
         Layer(DefaultDeadlineInterceptor(timeout), api_unary_methods),
-        Layer(SessionInterceptor(database), api_methods),
+        Layer(SessionInterceptor(database, timeout), api_methods),
     ]
     responses = Responses(
         limit=response_limit(settings.grpc_max_message_bytes),
