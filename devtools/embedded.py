@@ -237,18 +237,27 @@ class EmbeddedPostgres:
         Capturing output through pipes is safe even for `pg_ctl start`: with -l the postmaster's
         stdin/stdout/stderr are redirected, so it does not hold our pipes open.
         """
+        command = [str(self.bin_dir() / program), *args]
         user = self._os_user
+        switch = None  # the user subprocess changes to itself, which rules out vfork
+        if user is not None and (setpriv := shutil.which("setpriv")):
+            # setpriv changes user (and drops root's supplementary groups) after the exec, so
+            # Python can start it with vfork: a fork of a process with gRPC threads busy runs
+            # gRPC's fork handlers, and the child has been seen to crash there before exec.
+            ids = [f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
+            command = [setpriv, *ids, "--", *command]
+        elif user is not None:
+            switch = user
         return subprocess.run(
-            [str(self.bin_dir() / program), *args],
+            command,
             capture_output=True,
             text=True,
             check=False,
             # The OS user may not be able to enter our cwd (e.g. /root); initdb warns about it.
             cwd=self.data_dir,
-            user=None if user is None else user.pw_uid,
-            group=None if user is None else user.pw_gid,
-            # Drop root's supplementary groups too, not just the uid.
-            extra_groups=None if user is None else [],
+            user=None if switch is None else switch.pw_uid,
+            group=None if switch is None else switch.pw_gid,
+            extra_groups=None if switch is None else [],  # root's supplementary groups dropped
             start_new_session=new_session,
         )
 

@@ -24,7 +24,7 @@ from service.health import Health
 from service.interceptors.admission import AdmissionInterceptor
 from service.interceptors.chain import build_chain
 from service.interceptors.streams import StreamLimitInterceptor
-from service.repositories.base import release_connection
+from service.repositories.base import commits_alone, release_connection
 from service.repositories.posts import PostRepository
 from service.repositories.requests import RequestRepository
 from service.repositories.users import UserRepository
@@ -114,10 +114,16 @@ class Server:
             users=user_rows,
             posts=post_rows,
             release_connection=release_connection,
+            commits_alone=commits_alone,
             passwords=self.passwords,
             tokens=tokens,
         )
-        posts = Posts(posts=post_rows, requests=RequestRepository(), tokens=tokens)
+        posts = Posts(
+            posts=post_rows,
+            requests=RequestRepository(),
+            commits_alone=commits_alone,
+            tokens=tokens,
+        )
         user_service_pb2_grpc.add_UserServiceServicer_to_server(
             UserServicer(users, responses), self.grpc
         )

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -280,13 +279,13 @@ async def test_every_rpc_through_pgbouncer_transaction_mode_has_zero_errors(
 
 
 async def test_without_db_pgbouncer_the_same_mix_breaks(
-    bouncer: pgbouncer.PgBouncer, database_url: str, caplog: pytest.LogCaptureFixture
+    bouncer: pgbouncer.PgBouncer, database_url: str
 ) -> None:
     """The failure modes DB_PGBOUNCER=true prevents, reproduced through the same PgBouncer:
-    writes hit asyncpg's named prepared statements on a server connection another client
-    prepared them on (INTERNAL to the client, "prepared statement ... already exists / does not
-    exist" in the log), and reads cannot even connect (PgBouncer refuses the
-    default_transaction_read_only startup parameter: UNAVAILABLE)."""
+    neither pool can connect while it sends a startup parameter PgBouncer does not track
+    (default_transaction_read_only for reads, statement_timeout for writes: UNAVAILABLE), and
+    named prepared statements would land on server connections other clients prepared them
+    on (INTERNAL, "prepared statement ... already exists / does not exist")."""
     try:
         server = await serve(through(bouncer, database_url), DB_PGBOUNCER=False)
     except Exception as error:
@@ -301,16 +300,8 @@ async def test_without_db_pgbouncer_the_same_mix_breaks(
         f"\nDB_PGBOUNCER=false through the same PgBouncer: {sum(calls.values())} calls in"
         f" {seconds:.1f}s, {len(errors)} errors: {dict(kinds.most_common(6))}"
     )
-    logged = collections.Counter(
-        re.sub(r'"__asyncpg_\w+__"', '"__asyncpg_stmt_N__"', line.strip())
-        for record in caplog.records
-        if record.exc_text
-        for line in record.exc_text.splitlines()
-        if line.startswith("asyncpg.exceptions.") and "prepared statement" in line
-    )
-    print(f"logged driver errors: {dict(logged.most_common(4))}")
     assert errors, "expected the unsafe driver settings to fail through PgBouncer"
-    assert logged, "expected prepared-statement errors from asyncpg in the log"
+    assert all(": UNAVAILABLE:" in e or ": INTERNAL:" in e for e in errors), kinds
 
 
 async def test_reads_through_pgbouncer_still_run_read_only(

@@ -100,35 +100,6 @@ async def test_counter_sees_the_statements_of_a_write_call(
     assert any("INSERT INTO posts" in s for s in statements), statements
 
 
-def first_words(statements: list[str]) -> list[str]:
-    return [s.split()[0].upper() for s in statements]
-
-
-async def test_a_read_is_one_round_trip_and_a_single_row_write_three(
-    counter: StatementCounter, users: UserStub, posts: PostStub, db: asyncpg.Connection
-) -> None:
-    """The budget of issue 5, on warm connections (statements already prepared): a read sends
-    one statement and no BEGIN/COMMIT (its pool is autocommit, read-only in PostgreSQL); a
-    single-row write sends BEGIN, its statement and COMMIT."""
-    author = await make_user(db, "trips")
-
-    async def create() -> None:
-        await posts.CreatePost(
-            post_service_pb2.CreatePostRequest(author_id=author, title="t", content="c")
-        )
-
-    read = get_user(users, author, resources_pb2.USER_VIEW_BASIC)
-    await read()
-    await create()  # warm-up: connections opened, statements prepared
-
-    read_statements = await counter.count(read, transaction_control=True)
-    write_statements = await counter.count(create, transaction_control=True)
-
-    assert first_words(read_statements) == ["SELECT"], read_statements
-    assert first_words(write_statements) == ["BEGIN", "WITH", "COMMIT"], write_statements
-    assert "INSERT INTO posts" in write_statements[1]
-
-
 async def test_list_posts_statement_count_does_not_grow_with_page_size(
     counter: StatementCounter, posts: PostStub, db: asyncpg.Connection
 ) -> None:

@@ -296,7 +296,7 @@ async def test_unknown_login_wrong_password_and_inactive_user_fail_alike(
     expected = (
         (Unauthenticated, code_pb2.UNAUTHENTICATED, ErrorReason.INVALID_CREDENTIALS,
          "login or password is incorrect"),
-        ["users.credentials", "release_connection", "verify"],
+        ["commits_alone", "users.credentials", "release_connection", "verify"],
     )  # fmt: skip
     assert seen == [expected] * 3
     assert (await users.authenticate("ADA@example.com", PASSWORD)).id == ada.id
@@ -308,7 +308,7 @@ async def test_no_connection_is_held_while_the_password_is_checked(
     await new_user(users)
     db.journal.clear()
     await users.authenticate("ada", PASSWORD)
-    assert db.journal == ["users.credentials", "release_connection", "verify"]
+    assert db.journal == ["commits_alone", "users.credentials", "release_connection", "verify"]
 
 
 async def test_a_login_rehashes_a_hash_of_older_parameters_once(db: FakeDatabase) -> None:
@@ -319,7 +319,7 @@ async def test_a_login_rehashes_a_hash_of_older_parameters_once(db: FakeDatabase
     users = db.user_cases(stronger, TOKENS)
     db.journal.clear()
     await users.authenticate("ada", PASSWORD)
-    assert db.journal[-2:] == ["hash", "users.upgrade_hash"]
+    assert db.journal[-3:] == ["hash", "commits_alone", "users.upgrade_hash"]
     new_hash = db.users.hashes[user.id]
     assert new_hash != old_hash and not stronger.needs_rehash(new_hash)
     assert await stronger.verify(new_hash, PASSWORD)
@@ -378,7 +378,59 @@ async def test_without_a_request_id_nothing_is_claimed(
     user = await new_user(users)
     db.journal.clear()
     await posts.create(NewPost(user.id, "t", "c", False))
-    assert db.journal == ["posts.create_many"]
+    assert db.journal == ["commits_alone", "posts.create_many"]
+
+
+# Statements alone (domain.ports.CommitsAlone): a write of one statement declares it, a write
+# whose statements stand or fall together does not.
+
+
+async def test_single_statement_writes_declare_their_statement_alone(
+    users: Users, posts: Posts, db: FakeDatabase
+) -> None:
+    user = await new_user(users)
+    post = await posts.create(NewPost(user.id, "t", "c", False))
+    calls = {
+        "UpdateUser": users.update(user.id, {"username": "ada2"}, ""),
+        "UpdatePost": posts.update(post.id, {"title": "t2"}, ""),
+        "ChangePassword": users.change_password(user.id, "another password"),
+        "DeletePost": posts.delete(post.id),
+        "DeleteUser": users.delete(user.id),
+        "CreateUser": new_user(users, "bob"),
+    }
+    for name, call in calls.items():
+        db.journal.clear()
+        await call
+        statements = [entry for entry in db.journal if entry.startswith(("users.", "posts."))]
+        assert len(statements) == 1, (name, db.journal)
+        before = db.journal[db.journal.index(statements[0]) - 1]
+        assert before == "commits_alone", (name, db.journal)
+
+
+async def test_a_batch_and_a_request_id_get_one_transaction(
+    users: Users, posts: Posts, db: FakeDatabase
+) -> None:
+    user = await new_user(users)
+    db.journal.clear()
+    await posts.create_many([NewPost(user.id, f"t{i}", "c", False) for i in range(2)])
+    await posts.create(NewPost(user.id, "t", "c", False), uuid.uuid4())
+    assert "commits_alone" not in db.journal, db.journal
+
+
+async def test_a_stale_etag_is_told_from_a_missing_row_by_a_read_after_the_update(
+    users: Users, posts: Posts, db: FakeDatabase
+) -> None:
+    user = await new_user(users)
+    post = await posts.create(NewPost(user.id, "t", "c", False))
+    stale = etag_of(post.version + 1)
+    db.journal.clear()
+    with pytest.raises(StaleEtag):
+        await posts.update(post.id, {"title": "t2"}, stale)
+    assert db.journal == ["commits_alone", "posts.update", "commits_alone", "posts.exists"]
+    db.journal.clear()
+    with pytest.raises(NotFound):
+        await posts.update(post.id + 1, {"title": "t2"}, "")  # unconditional: no read needed
+    assert db.journal == ["commits_alone", "posts.update"]
 
 
 async def test_a_request_id_reused_for_another_request_is_refused(

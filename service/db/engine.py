@@ -3,8 +3,10 @@
 Reads (NO_SIDE_EFFECTS calls) use a pool whose connections PostgreSQL itself keeps read-only
 (`default_transaction_read_only`), in autocommit: a read costs one round trip, with no
 BEGIN/COMMIT around it, and a write attempted from a read still fails. With
-DATABASE_REPLICA_URL set that pool points at the replica. Writes use ordinary transactions.
-How a call uses a pool is service.db.session's business.
+DATABASE_REPLICA_URL set that pool points at the replica. Writes use ordinary transactions, and
+a write of one statement may run alone: for that the write pool's connections bound every
+statement to ALONE_STATEMENT_SECONDS, which a transaction lifts (BEGIN_WRITE_UNBOUNDED). How a
+call uses a pool is service.db.session's business.
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
 from service.db.errors import is_disconnect
-from service.db.session import BEGIN_READ_ONLY, BEGIN_WRITE, CallSession
+from service.db.session import (
+    ALONE_STATEMENT_SECONDS,
+    BEGIN_READ_ONLY,
+    BEGIN_WRITE,
+    BEGIN_WRITE_UNBOUNDED,
+    CallSession,
+)
 from service.db.spans import StatementSpans
 from service.settings import Settings
 
@@ -62,14 +70,23 @@ class Database:
     writer: AsyncEngine
     reader: AsyncEngine
     read_begin: str | None  # how a read call's transaction begins; None: it has none
+    write_begin: str  # how a write call's transaction begins
+    alone: bool  # the write pool's statements are bounded: one may run alone (db.session)
     probes: tuple[Probe, ...]
     write_spans: StatementSpans | None = None  # None: tracing is off
     read_spans: StatementSpans | None = None
 
-    def session(self, *, read_only: bool) -> CallSession:
+    def session(self, *, read_only: bool, deadline: float | None = None) -> CallSession:
+        """A call's session; `deadline` (time.monotonic()) lets a write run a statement alone."""
         if read_only:
             return CallSession(self.reader.sync_engine.pool, self.read_begin, self.read_spans)
-        return CallSession(self.writer.sync_engine.pool, BEGIN_WRITE, self.write_spans)
+        return CallSession(
+            self.writer.sync_engine.pool,
+            self.write_begin,
+            self.write_spans,
+            bounded=self.alone,
+            deadline=deadline,
+        )
 
     @property
     def engines(self) -> tuple[AsyncEngine, ...]:
@@ -92,6 +109,10 @@ def _connect_args(settings: Settings, *, read_only: bool) -> dict[str, Any]:
         # PgBouncer refuses startup parameters it does not track ("unsupported startup
         # parameter: default_transaction_read_only"): through it, reads BEGIN READ ONLY instead.
         server_settings["default_transaction_read_only"] = "on"
+    if not read_only and not settings.db_pgbouncer:
+        # So that a statement run alone is over, committed or not, long before its call's
+        # deadline (service.db.session); transactions lift it.
+        server_settings["statement_timeout"] = str(round(ALONE_STATEMENT_SECONDS * 1000))
     args: dict[str, Any] = {"server_settings": server_settings, "timeout": settings.db_pool_timeout}
     if settings.db_pgbouncer:
         # PgBouncer in transaction mode may hand each transaction a different server
@@ -144,9 +165,12 @@ def create_database(settings: Settings, tracer: Tracer | None = None) -> Databas
     # Direct to PostgreSQL, read connections are autocommit and read-only by the server's
     # own setting; through PgBouncer, which refuses that setting, reads BEGIN READ ONLY.
     read_begin = BEGIN_READ_ONLY if settings.db_pgbouncer else None
+    # Through PgBouncer, which refuses the statement_timeout startup parameter, writes always
+    # run in a transaction.
+    write_begin = BEGIN_WRITE if settings.db_pgbouncer else BEGIN_WRITE_UNBOUNDED
     probes = (
         Probe(
-            _engine(settings, settings.database_url, read_only=False, size=1), writer, BEGIN_WRITE
+            _engine(settings, settings.database_url, read_only=False, size=1), writer, write_begin
         ),
         Probe(_engine(settings, read_url, read_only=True, size=1), reader, read_begin),
     )
@@ -154,6 +178,8 @@ def create_database(settings: Settings, tracer: Tracer | None = None) -> Databas
         writer=writer,
         reader=reader,
         read_begin=read_begin,
+        write_begin=write_begin,
+        alone=not settings.db_pgbouncer,
         probes=probes,
         write_spans=None if tracer is None else StatementSpans(tracer, writer.url),
         read_spans=None if tracer is None else StatementSpans(tracer, reader.url),

@@ -142,3 +142,15 @@ class ReleaseConnection(Protocol):
     slow work that needs no database (a password hash), so that none is held meanwhile."""
 
     async def __call__(self) -> None: ...
+
+
+class CommitsAlone(Protocol):
+    """Declares the call's next statement complete on its own: nothing the call did before it
+    must commit with it, and nothing it does after must roll back with it (one row inserted or
+    nothing, one conditional UPDATE, one DELETE). The session may then run it as its own
+    transaction, one round trip instead of three (BEGIN, the statement, COMMIT); a later
+    statement of the call runs in a transaction of its own. Only for what is true of that
+    statement whatever happens next: a call whose statements must stand or fall together
+    (a batch, a request_id claimed and then used) declares nothing and gets one transaction."""
+
+    def __call__(self) -> None: ...

@@ -14,7 +14,7 @@ from blog.v1.error_reason_pb2 import ErrorReason
 from service.domain.entities import NewPost, Page, PostRecord
 from service.domain.errors import AlreadyExists, NotFound, post_not_found
 from service.domain.paging import PageTokens
-from service.domain.ports import PostRows, RequestIds
+from service.domain.ports import CommitsAlone, PostRows, RequestIds
 from service.domain.updates import update_if_current
 
 # How long a request_id is remembered (AIP-155; SPEC: at least 24 hours).
@@ -28,9 +28,17 @@ def _fingerprint(kind: str, posts: Sequence[NewPost]) -> bytes:
 
 
 class Posts:
-    def __init__(self, *, posts: PostRows, requests: RequestIds, tokens: PageTokens) -> None:
+    def __init__(
+        self,
+        *,
+        posts: PostRows,
+        requests: RequestIds,
+        commits_alone: CommitsAlone,
+        tokens: PageTokens,
+    ) -> None:
         self._posts = posts
         self._requests = requests
+        self._commits_alone = commits_alone
         self._tokens = tokens
 
     async def create(self, post: NewPost, request_id: uuid.UUID | None = None) -> PostRecord:
@@ -52,6 +60,9 @@ class Posts:
         then return what it created. If the first fails, nothing of it stays, the id included.
         """
         if request_id is None:
+            if len(posts) == 1:
+                # One post is inserted or not; several must all be or none (PostRows.create_many).
+                self._commits_alone()
             return await self._posts.create_many(posts)  # no statement more than without ids
         fingerprint = _fingerprint(kind, posts)
         if await self._requests.claim(request_id, fingerprint, REQUEST_ID_KEPT):
@@ -111,9 +122,12 @@ class Posts:
         return self._tokens.page("posts", filters, rows, page_size)
 
     async def update(self, post_id: int, values: dict[str, Any], etag: str) -> PostRecord:
-        return await update_if_current(self._posts, "post", post_id, values, etag, post_not_found)
+        return await update_if_current(
+            self._posts, "post", post_id, values, etag, post_not_found, self._commits_alone
+        )
 
     async def delete(self, post_id: int) -> None:
+        self._commits_alone()
         if not await self._posts.delete(post_id):
             raise post_not_found(post_id)
 

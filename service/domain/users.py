@@ -14,7 +14,7 @@ from service.domain.errors import (
 )
 from service.domain.paging import PageTokens
 from service.domain.passwords import Passwords
-from service.domain.ports import PostRows, ReleaseConnection, UserRows
+from service.domain.ports import CommitsAlone, PostRows, ReleaseConnection, UserRows
 from service.domain.updates import update_if_current
 
 _BAD_LOGIN = "login or password is incorrect"
@@ -28,12 +28,14 @@ class Users:
         users: UserRows,
         posts: PostRows,
         release_connection: ReleaseConnection,
+        commits_alone: CommitsAlone,
         passwords: Passwords,
         tokens: PageTokens,
     ) -> None:
         self._users = users
         self._posts = posts
         self._release_connection = release_connection
+        self._commits_alone = commits_alone
         self._passwords = passwords
         self._tokens = tokens
 
@@ -41,6 +43,7 @@ class Users:
         """A new user with `values` (validated fields of UserRecord: email=, username=, ...)."""
         with self._passwords.admitted():
             hashed = await self._passwords.hash(password)
+        self._commits_alone()
         return await self._users.create(hashed_password=hashed, **values)
 
     async def get(self, user_id: int) -> UserRecord:
@@ -76,21 +79,26 @@ class Users:
         return self._tokens.page("users", filters, rows, page_size)
 
     async def update(self, user_id: int, values: dict[str, Any], etag: str) -> UserRecord:
-        return await update_if_current(self._users, "user", user_id, values, etag, user_not_found)
+        return await update_if_current(
+            self._users, "user", user_id, values, etag, user_not_found, self._commits_alone
+        )
 
     async def change_password(self, user_id: int, new_password: str) -> None:
         with self._passwords.admitted():
             hashed = await self._passwords.hash(new_password)
+        self._commits_alone()
         if not await self._users.set_password(user_id, hashed):
             raise user_not_found(user_id)
 
     async def delete(self, user_id: int) -> None:
+        self._commits_alone()  # their posts go by the foreign key's ON DELETE CASCADE
         if not await self._users.delete(user_id):
             raise user_not_found(user_id)
 
     async def authenticate(self, login: str, password: str) -> UserRecord:
         """The user, or the same UNAUTHENTICATED for a wrong password, unknown login or inactive user."""
         with self._passwords.admitted():
+            self._commits_alone()  # a read, and nothing the call does later depends on its snapshot
             found = await self._users.credentials(login)
             # The hash takes tens of milliseconds in a small thread pool: hold no connection
             # (and no transaction) while waiting for it. Nothing needs one: a rehash below is
@@ -103,5 +111,6 @@ class Users:
             if self._passwords.needs_rehash(found.hashed_password):
                 # Conditional on the verified hash: a ChangePassword that committed meanwhile wins.
                 upgraded = await self._passwords.hash(password)
+                self._commits_alone()
                 await self._users.upgrade_hash(found.user.id, found.hashed_password, upgraded)
         return found.user

@@ -158,7 +158,8 @@ class Chain(aio.ServerInterceptor):  # type: ignore[type-arg]
 
 def build_chain(settings: Settings, database: Database, tracing: Tracing | None = None) -> Chain:
     """The chain the server runs (the module's docstring lists it), from the settings."""
-    timers = Timers(settings.default_timeout_seconds)  # one for both: the same timeout
+    timeout = settings.default_timeout_seconds
+    timers = Timers(timeout)  # one for arrival and deadline: the same timeout
     layers: list[Layer] = []
     if tracing is not None:
         layers.append(Layer(TraceInterceptor(tracing), api_methods))
@@ -173,7 +174,7 @@ def build_chain(settings: Settings, database: Database, tracing: Tracing | None 
     layers += [
         Layer(StreamLimitInterceptor(settings.stream_capacity), api_streaming_methods),
         Layer(DefaultDeadlineInterceptor(timers), api_unary_methods),
-        Layer(SessionInterceptor(database), api_methods),
+        Layer(SessionInterceptor(database, timeout), api_methods),
     ]
     responses = Responses(
         limit=response_limit(settings.grpc_max_message_bytes),

@@ -9,6 +9,7 @@ and the error interceptor what the client is told (service.interceptors.errors).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from service.api import Method
@@ -19,11 +20,18 @@ from service.interceptors.base import Context, Proceed
 
 
 class SessionInterceptor:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, default_timeout: float) -> None:
         self._db = database
+        self._default_timeout = default_timeout  # DEFAULT_TIMEOUT_SECONDS (interceptors.deadline)
 
     async def around(self, method: Method, request: Any, context: Context, proceed: Proceed) -> Any:
-        session = self._db.session(read_only=method.read_only)
+        if method.read_only:
+            session = self._db.session(read_only=True)
+        else:
+            # A write may run a statement alone only with time to spare (service.db.session).
+            remaining = context.time_remaining()
+            left = self._default_timeout if remaining is None else remaining
+            session = self._db.session(read_only=False, deadline=time.monotonic() + left)
         token = bind_session(session)
         ended_by: BaseException | None = None
         try:

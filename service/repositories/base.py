@@ -210,6 +210,11 @@ async def release_connection() -> None:
     await current_session().release()
 
 
+def commits_alone() -> None:
+    """The call's next statement may run as its own transaction (domain.ports.CommitsAlone)."""
+    current_session().run_alone()
+
+
 def versioned_update(model: Any, fields: Sequence[str], *, conditional: bool) -> Update:
     """UPDATE of row :row_id setting each of `fields` from :new_<field>, bumping its version
     and updated_at; when `conditional`, only while its version is :expected_version (AIP-154).

@@ -71,18 +71,27 @@ class FakeDatabase:
     async def release_connection(self) -> None:
         self.journal.append("release_connection")
 
+    def commits_alone(self) -> None:
+        self.journal.append("commits_alone")
+
     def user_cases(self, passwords: Passwords, tokens: PageTokens) -> Users:
         """The user use cases on these rows (mypy checks each fake against its port here)."""
         return Users(
             users=self.users,
             posts=self.posts,
             release_connection=self.release_connection,
+            commits_alone=self.commits_alone,
             passwords=passwords,
             tokens=tokens,
         )
 
     def post_cases(self, tokens: PageTokens) -> Posts:
-        return Posts(posts=self.posts, requests=self.requests, tokens=tokens)
+        return Posts(
+            posts=self.posts,
+            requests=self.requests,
+            commits_alone=self.commits_alone,
+            tokens=tokens,
+        )
 
 
 # What the users table gives a field create does not set: its type's empty value (the
