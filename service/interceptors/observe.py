@@ -45,7 +45,7 @@ class ObserveInterceptor:
             found = None
             if self._metrics_enabled:
                 kind = "server_stream" if method.streaming else "unary"
-                found = metrics.method_metrics(kind, method.service, method.name)
+                found = metrics.MethodMetrics(kind, method.service, method.name)
             self._method_metrics[method.path] = found
             return found
 
@@ -54,7 +54,7 @@ class ObserveInterceptor:
         token = logs.request_id.set(rid)
         series = self._metrics_of(method)
         if series is not None:
-            series.started += 1
+            series.started.inc()
         start = time.perf_counter()
         error: BaseException | None = None
         try:
@@ -72,7 +72,8 @@ class ObserveInterceptor:
             # two Python calls a call.
             code_name = code._name_ if isinstance(code, grpc.StatusCode) else str(code)
             if series is not None:
-                series.finished(code_name, elapsed)
+                series.handled(code).inc()
+                series.handling_seconds.observe(elapsed)
             log.info(
                 "%s %s %.1fms",
                 method.path,
