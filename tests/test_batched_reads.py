@@ -241,6 +241,24 @@ async def test_when_every_caller_of_a_batch_gives_up_its_statement_is_cancelled_
     assert (await get_user(users, ids[1])).id == ids[1]  # and it works again at once
 
 
+async def test_lookups_all_cut_short_together_leave_the_next_ones_served(
+    server: Server, users: UserStub, db: asyncpg.Connection, db_pool: asyncpg.Pool
+) -> None:
+    """Callers that all give up in the same instant, also just as their batch is being sent,
+    must not leave the lookup thinking a statement is still at the database."""
+    user_id = await make_user(db, unique())
+    for timeout in (0.05, 0.1, 0.15, 0.2):
+        async with tables_locked(db_pool, "users"):
+            calls = [get_user(users, user_id, timeout=timeout) for _ in range(30)]
+            codes = {await outcome(call) for call in calls}
+        assert codes == {grpc.StatusCode.DEADLINE_EXCEEDED}
+    for _ in range(3):  # alone, and queued behind one another
+        answers = await asyncio.gather(*(get_user(users, user_id, timeout=2) for _ in range(20)))
+        assert {answer.id for answer in answers} == {user_id}
+    assert await settled_busy_backends(db) == []
+    assert await settled_checked_out(server) == 0
+
+
 async def test_a_lone_lookup_sends_its_own_statement_at_once(
     server: Server, users: UserStub, db: asyncpg.Connection, db_pool: asyncpg.Pool
 ) -> None:

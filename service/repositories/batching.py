@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -56,7 +57,7 @@ def _may_join(session: CallSession, read_pool: object) -> bool:
 class _Batch(Generic[K]):
     """The keys of one statement, each with the callers waiting on it."""
 
-    __slots__ = ("context", "task", "traced", "waiters", "waiting")
+    __slots__ = ("at_database", "context", "task", "traced", "waiters", "waiting")
 
     def __init__(self, context: contextvars.Context, traced: bool) -> None:
         self.waiters: dict[K, list[asyncio.Future[list[Row]]]] = {}
@@ -64,6 +65,7 @@ class _Batch(Generic[K]):
         self.context = context  # the trace (and log context) the statement runs in
         self.traced = traced
         self.task: asyncio.Task[None] | None = None  # set when sent
+        self.at_database = False  # holds one of the lookup's statement slots
 
     def leave(self, key: K, future: asyncio.Future[list[Row]]) -> None:
         futures = self.waiters[key]
@@ -144,10 +146,26 @@ class PointLookup(Generic[K]):
         while self._queue and self._in_flight < self._limit:
             batch = self._queue.pop(0)
             self._in_flight += 1
+            batch.at_database = True
             task = asyncio.get_running_loop().create_task(self._send(batch), context=batch.context)
             batch.task = task
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(functools.partial(self._done, batch))
+
+    def _returned(self, batch: _Batch[K]) -> None:
+        """The batch's statement is over (answered, failed, or never sent): the next may go."""
+        if batch.at_database:
+            batch.at_database = False
+            self._in_flight -= 1
+            self._dispatch()
+
+    def _done(self, batch: _Batch[K], task: asyncio.Task[None]) -> None:
+        # Also for a task cancelled before it ever ran, whose own `finally` never runs.
+        self._tasks.discard(task)
+        self._returned(batch)
+        for futures in batch.waiters.values():
+            for future in futures:
+                future.cancel()  # no-op for the answered; none is left waiting forever
 
     async def _send(self, batch: _Batch[K]) -> None:
         assert self._database is not None
@@ -160,20 +178,15 @@ class PointLookup(Generic[K]):
                 )
                 await session.commit()
             finally:
-                self._in_flight -= 1
-                self._dispatch()
+                self._returned(batch)
         except BaseException as error:
             ended_by = error
+            if not isinstance(error, Exception):
+                raise  # cancelled: every caller left (_done cancels any still there)
             for futures in batch.waiters.values():
                 for future in futures:
-                    if future.done():
-                        continue
-                    if isinstance(error, asyncio.CancelledError):
-                        future.cancel()
-                    else:
+                    if not future.done():
                         future.set_exception(error)
-            if not isinstance(error, Exception):
-                raise
         else:
             found: dict[K, list[Row]] = {}
             for row in rows:
