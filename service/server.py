@@ -109,7 +109,8 @@ class Server:
         )
         # The composition root: the one place the use cases meet the concrete repositories
         # (their ports, service.domain.ports, are checked against them here by mypy).
-        user_rows, post_rows = UserRepository(), PostRepository()
+        user_rows = UserRepository(self.database)
+        post_rows = PostRepository(self.database)
         users = Users(
             users=user_rows,
             posts=post_rows,
