@@ -104,15 +104,6 @@ class CallSession:
         self._driver: asyncpg.Connection | None = None
         self.in_transaction = False
 
-    @property
-    def pool(self) -> Pool:
-        return self._pool
-
-    @property
-    def leased(self) -> bool:
-        """Whether the call holds a connection now (and so maybe a transaction or snapshot)."""
-        return self._driver is not None
-
     def _statement(self, sql: str) -> AbstractContextManager[Any]:
         return NOTHING if self._spans is None else self._spans(sql)
 

@@ -49,8 +49,9 @@ MAX_KEYS = 500
 
 def _may_join(session: CallSession, read_pool: object) -> bool:
     """Whether the call's own session could have run this lookup on the read pool as its first
-    statement: only then may another connection answer it."""
-    return session.pool is read_pool and not session.leased
+    statement. It reads CallSession's private state: service.db.session should expose this
+    (e.g. `read_only` and `leased` properties); until then this is the one place that looks."""
+    return session._pool is read_pool and session._driver is None
 
 
 class _Batch(Generic[K]):
