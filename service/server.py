@@ -109,8 +109,7 @@ class Server:
         )
         # The composition root: the one place the use cases meet the concrete repositories
         # (their ports, service.domain.ports, are checked against them here by mypy).
-        user_rows = UserRepository(self.database)
-        post_rows = PostRepository(self.database)
+        user_rows, post_rows = UserRepository(), PostRepository()
         users = Users(
             users=user_rows,
             posts=post_rows,

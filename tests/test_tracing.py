@@ -311,38 +311,6 @@ async def test_span_status_is_the_code_the_client_received(
     assert results[3][1].status_message == "DEADLINE_EXCEEDED"
 
 
-async def test_a_batch_statement_is_a_span_in_the_first_sampled_trace_that_joined_it(
-    users: Any, traced: ServerProcess, otlp: OtlpServer, db_pool: asyncpg.Pool
-) -> None:
-    """Lookups queued behind one at the database go as one statement (service.repositories.
-    batching): its span belongs to the first sampled caller that joined the batch; the other
-    callers' traces have their server span and no statement."""
-    user_id = make_user(users, [AUTH]).id
-    request = user_service_pb2.GetUserRequest(id=user_id)
-    ids = [new_ids() for _ in range(4)]
-    async with aio.insecure_channel(traced.address) as channel:
-        stub: Any = user_service_pb2_grpc.UserServiceStub(channel)
-        async with tables_locked(db_pool, "users"):
-            calls = []
-            for i, sampled in enumerate((False, False, True, True)):  # alone, then queued
-                calls.append(
-                    asyncio.ensure_future(
-                        stub.GetUser(request, metadata=caller(*ids[i], sampled=sampled))
-                    )
-                )
-                await asyncio.sleep(0.1)
-        assert [(await call).id for call in calls] == [user_id] * 4
-
-    first_sampled, second_sampled = ids[2][0], ids[3][0]
-    spans = otlp.receiver.of_trace(first_sampled, 2)
-    statement = next(s for s in spans if s.kind == CLIENT)
-    assert "= any($1" in statement.attributes["db.statement"]
-    assert statement.parent_span_id == server_span(spans, "blog.v1.UserService/GetUser").span_id
-    others = otlp.receiver.of_trace(second_sampled, 1)
-    assert [s.kind for s in others] == [SERVER]
-    assert not any(s.trace_id in (ids[0][0], ids[1][0]) for s in otlp.receiver.spans)
-
-
 def test_stream_posts_is_one_span_with_one_statement_for_its_cursor(
     users: Any, posts: Any, otlp: OtlpServer
 ) -> None:

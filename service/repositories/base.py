@@ -48,7 +48,7 @@ from sqlalchemy import ColumnElement, Update, bindparam, func, inspect, tuple_, 
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.sql import Executable
 
-from service.db.session import CallSession, current_session
+from service.db.session import current_session
 
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
@@ -176,7 +176,10 @@ class BaseRepository:
     """Runs `Query` objects on the current call's connection. Subclasses hold the SQL."""
 
     async def _all(self, query: Query, **params: Any) -> Sequence[Row]:
-        return await fetch_rows(current_session(), query, params)
+        rows: Sequence[Row] = await current_session().fetch(query.sql, query.arguments(params))
+        if query.process_row is not None:
+            rows = [query.process_row(row) for row in rows]
+        return rows
 
     async def _one(self, query: Query, **params: Any) -> Row | None:
         rows = await self._all(query, **params)
@@ -194,14 +197,6 @@ class BaseRepository:
         if query.process_row is None:
             return rows
         return _processed(rows, query.process_row)
-
-
-async def fetch_rows(session: CallSession, query: Query, params: Mapping[str, Any]) -> list[Row]:
-    """The rows of `query` with `params`, run on `session`'s connection, processed."""
-    rows: list[Row] = await session.fetch(query.sql, query.arguments(params))
-    if query.process_row is not None:
-        rows = [query.process_row(row) for row in rows]
-    return rows
 
 
 async def _processed(rows: AsyncIterator[Row], process: Callable[[Row], Row]) -> AsyncIterator[Row]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from functools import cache
-from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -37,11 +36,7 @@ from service.repositories.base import (
     update_parameters,
     versioned_update,
 )
-from service.repositories.batching import PointLookup
 from service.repositories.users import USER, USER_COLUMNS
-
-if TYPE_CHECKING:
-    from service.db.engine import Database
 
 POST = Columns(PostRecord, Post, nested=("author",))
 POST_COLUMNS = POST.columns
@@ -211,17 +206,6 @@ _CONTENT = Query(select(Post.content).where(Post.id == bindparam("row_id")))
 
 
 class PostRepository(BaseRepository):
-    def __init__(self, database: Database | None = None) -> None:
-        """With `database`, lookups by id of read calls are batched under load."""
-        self._by_id = PointLookup[int](
-            database,
-            single=_BY_ID,
-            single_param="row_id",
-            batch=_BY_IDS,
-            batch_param="row_ids",
-            key_of=itemgetter(POST_COLUMNS.index(Post.id)),
-        )
-
     async def create_many(self, posts: Sequence[NewPost]) -> list[PostRecord]:
         """Inserts every post in one statement; returns them in the order given.
 
@@ -242,8 +226,8 @@ class PostRepository(BaseRepository):
         return created
 
     async def get(self, post_id: int) -> PostRecord | None:
-        rows = await self._by_id.rows(post_id)
-        return post_from_row(rows[0]) if rows else None
+        row = await self._one(_BY_ID, row_id=post_id)
+        return None if row is None else post_from_row(row)
 
     async def by_ids(self, post_ids: Sequence[int]) -> dict[int, PostRecord]:
         """The posts of `post_ids` that exist, by id, in one query."""

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from functools import cache
-from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import BigInteger, Text, bindparam, delete, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 
 from service.db.models import User
 from service.domain.entities import Credentials, UserRecord
@@ -21,10 +19,6 @@ from service.repositories.base import (
     update_parameters,
     versioned_update,
 )
-from service.repositories.batching import PointLookup
-
-if TYPE_CHECKING:
-    from service.db.engine import Database
 
 USER = Columns(UserRecord, User)
 USER_COLUMNS = USER.columns
@@ -32,20 +26,6 @@ USER_COLUMNS = USER.columns
 _BY_ID = Query(select(*USER_COLUMNS).where(User.id == bindparam("row_id")))
 _BY_EMAIL = Query(
     select(*USER_COLUMNS).where(func.lower(User.email) == func.lower(bindparam("email")))
-)
-# The batched forms (service.repositories.batching): every key of a batch in one statement.
-_BY_IDS = Query(
-    select(*USER_COLUMNS).where(User.id == func.any(bindparam("row_ids", type_=ARRAY(BigInteger))))
-)
-# Each row with the email it was asked for, so that PostgreSQL's lower() matches a key to its
-# rows exactly as _BY_EMAIL does (the unique index on lower(email) serves each key).
-_KEYS = (
-    func.unnest(bindparam("emails", type_=ARRAY(Text))).table_valued("email").render_derived("k")
-)
-_BY_EMAILS = Query(
-    select(_KEYS.c.email, *USER_COLUMNS)
-    .select_from(_KEYS)
-    .join(User, func.lower(User.email) == func.lower(_KEYS.c.email))
 )
 _EXISTS = Query(select(User.id).where(User.id == bindparam("row_id")))
 _SET_PASSWORD = Query(
@@ -118,25 +98,6 @@ def _update_query(fields: tuple[str, ...], conditional: bool) -> Query:
 
 
 class UserRepository(BaseRepository):
-    def __init__(self, database: Database | None = None) -> None:
-        """With `database`, lookups by id and by email of read calls are batched under load."""
-        self._by_id = PointLookup[int](
-            database,
-            single=_BY_ID,
-            single_param="row_id",
-            batch=_BY_IDS,
-            batch_param="row_ids",
-            key_of=itemgetter(USER_COLUMNS.index(User.id)),
-        )
-        self._by_email = PointLookup[str](
-            database,
-            single=_BY_EMAIL,
-            single_param="email",
-            batch=_BY_EMAILS,
-            batch_param="emails",
-            key_of=itemgetter(0),
-        )
-
     async def create(self, *, hashed_password: str, **values: Any) -> UserRecord:
         """Inserts a user with `values` (fields of UserRecord, e.g. email=, username=)."""
         statement = _create_query(tuple(sorted(values)))
@@ -146,16 +107,12 @@ class UserRepository(BaseRepository):
         return USER.read(row)
 
     async def get(self, user_id: int) -> UserRecord | None:
-        rows = await self._by_id.rows(user_id)
-        return USER.read(rows[0]) if rows else None
+        row = await self._one(_BY_ID, row_id=user_id)
+        return None if row is None else USER.read(row)
 
     async def get_by_email(self, email: str) -> UserRecord | None:
-        rows = await self._by_email.rows(email)
-        if not rows:
-            return None
-        # A lone lookup's row is USER_COLUMNS; a batch's starts with the email asked for.
-        row = rows[0]
-        return USER.read(row, len(row) - USER.width)
+        row = await self._one(_BY_EMAIL, email=email)
+        return None if row is None else USER.read(row)
 
     async def list_newest_first(
         self, *, limit: int, after: Cursor | None, query: str, is_active: bool | None
