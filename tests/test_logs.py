@@ -85,3 +85,19 @@ def test_timestamps_read_as_the_standard_formatters_write_them() -> None:
             timespec="milliseconds"
         )
         assert entry["request_id"] == "rid" and entry["message"] == "hello"
+
+
+def test_the_plain_text_line_in_one_function_is_the_formatters_line() -> None:
+    """TextFormatter renders a plain call line itself (no logging.Formatter steps): it must be
+    what `_TEXT` renders through logging.Formatter, whatever the message and its arguments."""
+    text = TextFormatter()
+    for created in (1_764_000_000.0, 1_764_000_001.5):
+        record = record_at(created)
+        record.msg, record.args = "%s %s %.1fms", ("/blog.v1.UserService/GetUser", "OK", 1.25)
+        assert text.format(record) == logging.Formatter.format(text, unrendered_copy(record))
+
+
+def unrendered_copy(record: logging.LogRecord) -> logging.LogRecord:
+    copy = logging.makeLogRecord(record.__dict__)
+    copy.message = ""  # rendered again by the slow path
+    return copy
