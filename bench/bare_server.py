@@ -4,7 +4,8 @@ It answers every RPC with messages of the real service's shapes and sizes (a Use
 fields, 50 Posts each with its author, a stream of posts...) built per call, and touches no
 database. Same options as the service that matter for throughput: event loop (`--uvloop`) and
 worker processes (`--workers`, all listening on one port with SO_REUSEPORT, forked before any
-gRPC object exists).
+gRPC object exists), and methods served through one generic handler (service.methods;
+`--registered-methods` serves them as the generated code does, for comparison).
 
     python -m bench.bare_server --port 50071 [--uvloop] [--workers 2] [--stream-rows 500000]
 """
@@ -29,6 +30,7 @@ from google.protobuf.empty_pb2 import Empty
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bench import fakedata
+from service.methods import MethodTable
 
 _EPOCH = 1_600_000_000
 WITH_POSTS = 20  # bench.seed.PROLIFIC_POSTS: posts of a GetUser WITH_POSTS answer
@@ -152,11 +154,17 @@ class BarePosts(post_grpc.PostServiceServicer):
             yield _post(post_id)
 
 
-async def serve(port: int, stream_rows: int) -> None:
+async def serve(port: int, stream_rows: int, registered: bool) -> None:
     """Serves on 127.0.0.1:`port` until SIGTERM or SIGINT."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
-    user_grpc.add_UserServiceServicer_to_server(BareUsers(), server)
-    post_grpc.add_PostServiceServicer_to_server(BarePosts(stream_rows), server)
+    if registered:  # as the generated code does it, for comparison
+        user_grpc.add_UserServiceServicer_to_server(BareUsers(), server)
+        post_grpc.add_PostServiceServicer_to_server(BarePosts(stream_rows), server)
+    else:  # as the service does it
+        methods = MethodTable()
+        methods.add(user_grpc.add_UserServiceServicer_to_server, BareUsers())
+        methods.add(post_grpc.add_PostServiceServicer_to_server, BarePosts(stream_rows))
+        server.add_generic_rpc_handlers((methods,))
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     stop = asyncio.Event()
@@ -193,10 +201,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
     parser.add_argument("--workers", type=int, default=1, help="processes on the port")
     parser.add_argument("--stream-rows", type=int, default=500_000, help="posts per StreamPosts")
+    parser.add_argument(
+        "--registered-methods",
+        action="store_true",
+        help="register each method with grpc.aio, as the generated add_*_to_server does",
+    )
     args = parser.parse_args(argv)
     children = _fork_workers(max(1, args.workers))
     try:
-        _run(serve(args.port, args.stream_rows), args.uvloop)
+        _run(serve(args.port, args.stream_rows, args.registered_methods), args.uvloop)
     finally:
         for pid in children:
             os.kill(pid, signal.SIGTERM)

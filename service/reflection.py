@@ -22,8 +22,9 @@ from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
-from grpc import aio
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+
+from service.methods import MethodTable
 
 V1_SERVICE = "grpc.reflection.v1.ServerReflection"
 _V1_FILE = "grpc/reflection/v1/reflection.proto"
@@ -115,10 +116,10 @@ class _ReflectionServicer(reflection.aio.ReflectionServicer):  # type: ignore[mi
             return self._not_found(request)
 
 
-def enable(server: aio.Server, service_names: Sequence[str]) -> None:
+def enable(methods: MethodTable, service_names: Sequence[str]) -> None:
     names = [*service_names, reflection.SERVICE_NAME, V1_SERVICE]
     servicer = _ReflectionServicer(names)
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    methods.add(reflection_pb2_grpc.add_ServerReflectionServicer_to_server, servicer)
     _register_v1()
     handler = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,
@@ -127,6 +128,4 @@ def enable(server: aio.Server, service_names: Sequence[str]) -> None:
         request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
         response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
     )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(V1_SERVICE, {"ServerReflectionInfo": handler}),)
-    )
+    methods.add_registered_method_handlers(V1_SERVICE, {"ServerReflectionInfo": handler})

@@ -24,6 +24,7 @@ from service.health import Health
 from service.interceptors.admission import AdmissionInterceptor
 from service.interceptors.chain import build_chain
 from service.interceptors.streams import StreamLimitInterceptor
+from service.methods import MethodTable
 from service.repositories.base import commits_alone, release_connection
 from service.repositories.posts import PostRepository
 from service.repositories.requests import RequestRepository
@@ -124,15 +125,17 @@ class Server:
             commits_alone=commits_alone,
             tokens=tokens,
         )
-        user_service_pb2_grpc.add_UserServiceServicer_to_server(
-            UserServicer(users, responses), self.grpc
+        methods = MethodTable()
+        methods.add(
+            user_service_pb2_grpc.add_UserServiceServicer_to_server, UserServicer(users, responses)
         )
-        post_service_pb2_grpc.add_PostServiceServicer_to_server(
-            PostServicer(posts, responses), self.grpc
+        methods.add(
+            post_service_pb2_grpc.add_PostServiceServicer_to_server, PostServicer(posts, responses)
         )
         self.health = Health(self.database)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.grpc)
-        reflection.enable(self.grpc, [*(s.full_name for s in SERVICES), "grpc.health.v1.Health"])
+        methods.add(health_pb2_grpc.add_HealthServicer_to_server, self.health.servicer)
+        reflection.enable(methods, [*(s.full_name for s in SERVICES), "grpc.health.v1.Health"])
+        self.grpc.add_generic_rpc_handlers((methods,))
         address = f"{settings.grpc_host}:{settings.grpc_port}"
         credentials = _credentials(settings)
         if credentials is None:

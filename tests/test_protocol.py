@@ -152,4 +152,20 @@ def test_every_method_reflection_advertises_answers_as_the_protocol_says(
                 raw_call(channel, method, b"", metadata=AUTH)
         except grpc.RpcError as error:
             code = error.code()
-        assert code not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), (method, code)
+        # UNIMPLEMENTED too: every method it advertises is served (service.methods holds them).
+        unanswered = (
+            grpc.StatusCode.INTERNAL,
+            grpc.StatusCode.UNKNOWN,
+            grpc.StatusCode.UNIMPLEMENTED,
+        )
+        assert code not in unanswered, (method, code)
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["/blog.v1.UserService/NoSuchMethod", "/blog.v1.NoSuchService/GetUser", "/GetUser", "/"],
+)
+def test_a_method_nobody_serves_is_unimplemented(channel: grpc.Channel, method: str) -> None:
+    with pytest.raises(grpc.RpcError) as error:
+        channel.unary_unary(method, **AS_IS)(b"", timeout=T, metadata=AUTH)
+    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED, error.value
