@@ -28,17 +28,19 @@ class MethodTable(grpc.GenericRpcHandler):  # type: ignore[type-arg]
 
     def __init__(self) -> None:
         self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        self._generic: list[grpc.GenericRpcHandler[Any, Any]] = []
 
     def add(self, add_to_server: Callable[[S, Any], None], servicer: S) -> None:
         """Serve `servicer` with a generated `add_*Servicer_to_server` function."""
         add_to_server(servicer, self)
 
-    # The two calls the generated functions make on a server. Each passes its methods to both,
-    # so the generic one adds nothing: the same handlers arrive here by name.
+    # The two calls the generated functions make on a server. Each passes its methods to both;
+    # the generic handlers are asked only for a path the table does not hold (an unknown
+    # method, or code generated before grpcio-tools 1.62, which registers no methods).
     def add_generic_rpc_handlers(
         self, handlers: Iterable[grpc.GenericRpcHandler[Any, Any]]
     ) -> None:
-        pass
+        self._generic.extend(handlers)
 
     def add_registered_method_handlers(
         self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler[Any, Any]]
@@ -52,4 +54,9 @@ class MethodTable(grpc.GenericRpcHandler):  # type: ignore[type-arg]
     def service(
         self, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        return self._handlers.get(handler_call_details.method)
+        handler = self._handlers.get(handler_call_details.method)
+        if handler is None:
+            for generic in self._generic:
+                if (handler := generic.service(handler_call_details)) is not None:
+                    break
+        return handler
