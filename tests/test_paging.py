@@ -250,6 +250,33 @@ async def test_walking_filtered_pages_returns_exactly_the_matching_rows(
     )
 
 
+@pytest.mark.parametrize("page_size", [1, 2, 3, 5, 7, 8, 9])
+async def test_every_page_holds_exactly_page_size_items_whatever_limit_the_statement_has(
+    users: UserStub, posts: PostStub, db: asyncpg.Connection, author: int, page_size: int
+) -> None:
+    """The list statements read up to the next power of two of rows (a LIMIT written into them,
+    repositories.base.written_limit) and keep a page's worth: no page holds one more or one
+    fewer, and the token after a full page leads to the rest."""
+    await insert_users(db, 20)
+    await insert_posts(db, author, 20)
+    user_pages = await every_page(
+        lambda _, token: users.ListUsers(
+            user_service_pb2.ListUsersRequest(page_size=page_size, page_token=token)
+        )
+    )
+    post_pages = await every_page(
+        lambda _, token: posts.ListPosts(
+            post_service_pb2.ListPostsRequest(page_size=page_size, page_token=token)
+        )
+    )
+    for pages, count in ((user_pages, 21), (post_pages, 20)):  # 21: the author too
+        sizes = [len(getattr(page, "users", None) or page.posts) for page in pages]
+        assert sizes[:-1] == [page_size] * (len(sizes) - 1) and 0 < sizes[-1] <= page_size
+        assert sum(sizes) == count
+    assert [u.id for p in user_pages for u in p.users] == await newest_first_ids(db, "users")
+    assert [p.id for pg in post_pages for p in pg.posts] == await newest_first_ids(db, "posts")
+
+
 async def test_tokens_from_one_server_are_accepted_by_another_with_the_same_config(
     users: UserStub, db: asyncpg.Connection, database_url: str
 ) -> None:
@@ -560,7 +587,7 @@ async def test_user_substring_search_uses_the_trigram_index(db: asyncpg.Connecti
     )
     await db.execute("ANALYZE users")
     # The statement ListUsers runs for a first page with a query, as the repository compiles it.
-    statement = user_repository._list_query(after=False, query=True, is_active=False)
+    statement = user_repository._list_query(after=False, query=True, is_active=False, limit=None)
     arguments = statement.arguments({"pattern": like_pattern("son199999"), "limit": 51})
     plan = "\n".join(row[0] for row in await db.fetch(f"EXPLAIN {statement.sql}", *arguments))
     print(statement.sql)

@@ -44,7 +44,16 @@ import dataclasses
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
-from sqlalchemy import ColumnElement, Update, bindparam, func, inspect, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Update,
+    bindparam,
+    func,
+    inspect,
+    literal_column,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.sql import Executable
 
@@ -251,6 +260,27 @@ def newest_first_after(
 ) -> ColumnElement[bool]:
     """The keyset condition for rows after a cursor in (created_at desc, id desc) order."""
     return tuple_(created_at, id_) < tuple_(cursor_created_at, cursor_id)
+
+
+def written_limit(limit: int, *, searching: bool) -> int | None:
+    """The LIMIT to write into a list statement for a page of `limit` rows; None: send `limit`
+    as the statement's parameter. The caller keeps the first `limit` rows it reads.
+
+    A LIMIT sent as a parameter keeps PostgreSQL from ever using the prepared statement's
+    generic plan (it costs an unknown limit as a tenth of the table), so every call plans the
+    statement afresh: half of what a ListPosts page costs the database (docs/benchmarks.md).
+    Written into the statement, rounded up to a power of two (11 statements per shape for page
+    sizes up to 1000, at most twice the rows read), the cached plan serves every call. A search
+    keeps its parameter, and so a plan made for its pattern: a rare pattern is best served by
+    the trigram indexes, a common one by the newest-first walk that stops after a page.
+    """
+    return None if searching else 1 << (limit - 1).bit_length()
+
+
+def limit_clause(written: int | None) -> ColumnElement[Any]:
+    """A list statement's LIMIT: `written` into its text (see written_limit), or the parameter
+    `limit`. (`.limit(64)` would not do: SQLAlchemy sends a number as a parameter too.)"""
+    return bindparam("limit") if written is None else literal_column(str(int(written)))
 
 
 def like_pattern(text: str) -> str:

@@ -32,9 +32,11 @@ from service.repositories.base import (
     Query,
     Row,
     like_pattern,
+    limit_clause,
     newest_first_after,
     update_parameters,
     versioned_update,
+    written_limit,
 )
 from service.repositories.users import USER, USER_COLUMNS
 
@@ -145,13 +147,13 @@ _BY_IDS = Query(
 )
 
 
-def _within_budget(statement: Select[Any]) -> Select[Any]:
-    """`statement`'s rows newest first, at most :limit of them, and only those that start
-    within :max_bytes of text (the first row past the budget included)."""
+def _within_budget(statement: Select[Any], limit: int | None) -> Select[Any]:
+    """`statement`'s rows newest first, at most `limit` (None: :limit) of them, and only those
+    that start within :max_bytes of text (the first row past the budget included)."""
     page = (
         statement.add_columns(_BYTES_BEFORE)
         .order_by(*_NEWEST_FIRST)
-        .limit(bindparam("limit"))
+        .limit(limit_clause(limit))
         .subquery("page")
     )
     columns = list(page.c)[:-1]  # all but bytes_before
@@ -183,8 +185,11 @@ _DELETE = Query(delete(Post).where(Post.id == bindparam("row_id")).returning(Pos
 
 
 @cache
-def _list_query(after: bool, author_id: bool, published: bool, query: bool) -> Query:
-    """ListPosts for one combination of filters: a handful of shapes, each compiled once."""
+def _list_query(
+    after: bool, author_id: bool, published: bool, query: bool, limit: int | None
+) -> Query:
+    """ListPosts for one combination of filters and written LIMIT (None: the parameter): a
+    handful of shapes, each compiled once."""
     statement = _filtered(_with_author(), author_id, published)
     if after:
         statement = statement.where(
@@ -194,7 +199,7 @@ def _list_query(after: bool, author_id: bool, published: bool, query: bool) -> Q
         )
     if query:
         statement = statement.where(Post.title.ilike(bindparam("pattern"), escape="\\"))
-    return Query(_within_budget(statement))
+    return Query(_within_budget(statement, limit))
 
 
 @cache
@@ -269,17 +274,20 @@ class PostRepository(BaseRepository):
         published: bool | None,
         query: str,
     ) -> list[PostRecord]:
+        written = written_limit(limit, searching=bool(query))
         statement = _list_query(
-            after is not None, author_id is not None, published is not None, bool(query)
+            after is not None, author_id is not None, published is not None, bool(query), written
         )
-        params: dict[str, Any] = {"limit": limit, "max_bytes": max_bytes}
+        params: dict[str, Any] = {"max_bytes": max_bytes}
+        if written is None:
+            params["limit"] = limit
         if after is not None:
             params.update(after_created_at=after.created_at, after_id=after.id)
         if query:
             params["pattern"] = like_pattern(query)
         params.update(_filters(author_id, published))
         rows = await self._all(statement, **params)
-        return [post_from_row(row) for row in rows]
+        return [post_from_row(row) for row in rows[:limit]]
 
     async def user_with_newest_posts(
         self, user_id: int, *, limit: int, max_bytes: int

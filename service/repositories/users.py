@@ -15,9 +15,11 @@ from service.repositories.base import (
     Columns,
     Query,
     like_pattern,
+    limit_clause,
     newest_first_after,
     update_parameters,
     versioned_update,
+    written_limit,
 )
 
 USER = Columns(UserRecord, User)
@@ -55,8 +57,9 @@ _CREDENTIALS = Query(
 
 
 @cache
-def _list_query(after: bool, query: bool, is_active: bool) -> Query:
-    """ListUsers for one combination of filters: a handful of shapes, each compiled once."""
+def _list_query(after: bool, query: bool, is_active: bool, limit: int | None) -> Query:
+    """ListUsers for one combination of filters and written LIMIT (None: the parameter): a
+    handful of shapes, each compiled once."""
     statement = select(*USER_COLUMNS)
     if after:
         statement = statement.where(
@@ -78,7 +81,7 @@ def _list_query(after: bool, query: bool, is_active: bool) -> Query:
     if is_active:
         statement = statement.where(User.is_active == bindparam("is_active"))
     return Query(
-        statement.order_by(User.created_at.desc(), User.id.desc()).limit(bindparam("limit"))
+        statement.order_by(User.created_at.desc(), User.id.desc()).limit(limit_clause(limit))
     )
 
 
@@ -117,8 +120,9 @@ class UserRepository(BaseRepository):
     async def list_newest_first(
         self, *, limit: int, after: Cursor | None, query: str, is_active: bool | None
     ) -> list[UserRecord]:
-        statement = _list_query(after is not None, bool(query), is_active is not None)
-        params: dict[str, Any] = {"limit": limit}
+        written = written_limit(limit, searching=bool(query))
+        statement = _list_query(after is not None, bool(query), is_active is not None, written)
+        params: dict[str, Any] = {"limit": limit} if written is None else {}
         if after is not None:
             params.update(after_created_at=after.created_at, after_id=after.id)
         if query:
@@ -126,7 +130,7 @@ class UserRepository(BaseRepository):
         if is_active is not None:
             params["is_active"] = is_active
         rows = await self._all(statement, **params)
-        return [USER.read(row) for row in rows]
+        return [USER.read(row) for row in rows[:limit]]
 
     async def update(
         self, user_id: int, values: dict[str, Any], *, expected_version: int | None
