@@ -262,6 +262,11 @@ def newest_first_after(
     return tuple_(created_at, id_) < tuple_(cursor_created_at, cursor_id)
 
 
+# Page sizes up to 100 (the usual ones) get a statement each with their exact LIMIT; larger
+# ones share one per power of two (128 ... 1024), so a shape has at most 105 statements.
+EXACT_LIMITS = 101
+
+
 def written_limit(limit: int, *, searching: bool) -> int | None:
     """The LIMIT to write into a list statement for a page of `limit` rows; None: send `limit`
     as the statement's parameter. The caller keeps the first `limit` rows it reads.
@@ -269,12 +274,15 @@ def written_limit(limit: int, *, searching: bool) -> int | None:
     A LIMIT sent as a parameter keeps PostgreSQL from ever using the prepared statement's
     generic plan (it costs an unknown limit as a tenth of the table), so every call plans the
     statement afresh: half of what a ListPosts page costs the database (docs/benchmarks.md).
-    Written into the statement, rounded up to a power of two (11 statements per shape for page
-    sizes up to 1000, at most twice the rows read), the cached plan serves every call. A search
-    keeps its parameter, and so a plan made for its pattern: a rare pattern is best served by
-    the trigram indexes, a common one by the newest-first walk that stops after a page.
+    Written into the statement, the cached plan serves every call. Exact up to EXACT_LIMITS,
+    since every row read costs the event loop its decoding; rounded up to a power of two
+    above, which bounds the statements. A search keeps its parameter, and so a plan made for
+    its pattern: a rare one is best served by the trigram indexes, a common one by the
+    newest-first walk that stops after a page.
     """
-    return None if searching else 1 << (limit - 1).bit_length()
+    if searching:
+        return None
+    return limit if limit <= EXACT_LIMITS else 1 << (limit - 1).bit_length()
 
 
 def limit_clause(written: int | None) -> ColumnElement[Any]:
