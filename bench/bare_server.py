@@ -165,6 +165,11 @@ async def serve(port: int, stream_rows: int, registered: bool) -> None:
         methods.add(user_grpc.add_UserServiceServicer_to_server, BareUsers())
         methods.add(post_grpc.add_PostServiceServicer_to_server, BarePosts(stream_rows))
         server.add_generic_rpc_handlers((methods,))
+    await serve_until_signalled(server, port)
+
+
+async def serve_until_signalled(server: grpc.aio.Server, port: int) -> None:
+    """Serves `server` on 127.0.0.1:`port` until SIGTERM or SIGINT."""
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     stop = asyncio.Event()

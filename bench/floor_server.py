@@ -17,8 +17,6 @@ method UNIMPLEMENTED.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +28,7 @@ import grpc
 import uvloop
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from bench.bare_server import serve_until_signalled
 from service.methods import MethodTable
 
 _USER = (
@@ -112,14 +111,7 @@ async def serve(port: int, database_url: str, pool_size: int) -> None:
         methods.add(user_grpc.add_UserServiceServicer_to_server, FloorUsers(pool))  # type: ignore[abstract]
         methods.add(post_grpc.add_PostServiceServicer_to_server, FloorPosts(pool))  # type: ignore[abstract]
         server.add_generic_rpc_handlers((methods,))
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        await server.stop(grace=1)
+        await serve_until_signalled(server, port)
 
 
 def main(argv: list[str] | None = None) -> None:
