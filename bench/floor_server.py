@@ -8,7 +8,11 @@ deadline, no error mapping, no SQLAlchemy pool), on uvloop, its methods in one g
 as the service serves them. Its ratio to bare, in the same run, is the ceiling of the service's:
 
     python -m bench.floor_server --port 50072 --database-url postgresql://postgres@127.0.0.1/bench &
-    python -m bench --target 127.0.0.1:50072 --pid $! --no-seed --only "=GetUser,=GetUserByEmail,=CreatePost"
+    DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1/bench \
+        python -m bench --target 127.0.0.1:50072 --pid $! --only "=GetUser,=GetUserByEmail,=CreatePost"
+
+(With DATABASE_URL the bench reads its requests from the seeded database; without it, it would
+ask the target's ListUsers, which this server does not serve.)
 
 It is a measuring instrument, never a service: unknown ids answer an empty User, every other
 method UNIMPLEMENTED.
@@ -17,7 +21,7 @@ method UNIMPLEMENTED.
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -30,6 +34,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from bench.bare_server import serve_until_signalled
 from service.methods import MethodTable
+from service.servicers.convert import timestamp
 
 _USER = (
     "id, email, username, display_name, is_active, is_superuser, created_at, updated_at, version"
@@ -44,14 +49,10 @@ WITH post AS (
 SELECT post.*, {", ".join(f"u.{c}" for c in _USER.split(", "))}
 FROM post JOIN users u ON u.id = post.author_id
 """
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    delta = value - _EPOCH
-    return Timestamp(seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000)
+    return None if value is None else timestamp(value)
 
 
 def _user(row: Any, at: int = 0) -> res_pb.User:

@@ -194,6 +194,17 @@ class BaseRepository:
         rows = await self._all(query, **params)
         return rows[0] if rows else None
 
+    async def _page(
+        self, shape: Callable[[int | None], Query], limit: int, searching: bool, **params: Any
+    ) -> Sequence[Row]:
+        """At most `limit` rows of a list statement, `shape(written LIMIT or None)`, whose
+        LIMIT is written into it or sent as the parameter `limit` (see written_limit)."""
+        written = written_limit(limit, searching=searching)
+        if written is None:
+            params["limit"] = limit
+        rows = await self._all(shape(written), **params)
+        return rows[:limit]
+
     def _stream(self, query: Query, batch: int, **params: Any) -> AsyncIterator[Row]:
         """Rows from a server-side cursor, `batch` at a time, as fast as the caller reads.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 from sqlalchemy import (
@@ -36,7 +36,6 @@ from service.repositories.base import (
     newest_first_after,
     update_parameters,
     versioned_update,
-    written_limit,
 )
 from service.repositories.users import USER, USER_COLUMNS
 
@@ -274,20 +273,21 @@ class PostRepository(BaseRepository):
         published: bool | None,
         query: str,
     ) -> list[PostRecord]:
-        written = written_limit(limit, searching=bool(query))
-        statement = _list_query(
-            after is not None, author_id is not None, published is not None, bool(query), written
+        shape = partial(
+            _list_query,
+            after is not None,
+            author_id is not None,
+            published is not None,
+            bool(query),
         )
         params: dict[str, Any] = {"max_bytes": max_bytes}
-        if written is None:
-            params["limit"] = limit
         if after is not None:
             params.update(after_created_at=after.created_at, after_id=after.id)
         if query:
             params["pattern"] = like_pattern(query)
         params.update(_filters(author_id, published))
-        rows = await self._all(statement, **params)
-        return [post_from_row(row) for row in rows[:limit]]
+        rows = await self._page(shape, limit, bool(query), **params)
+        return [post_from_row(row) for row in rows]
 
     async def user_with_newest_posts(
         self, user_id: int, *, limit: int, max_bytes: int

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, or_, select, update
@@ -19,7 +19,6 @@ from service.repositories.base import (
     newest_first_after,
     update_parameters,
     versioned_update,
-    written_limit,
 )
 
 USER = Columns(UserRecord, User)
@@ -120,17 +119,16 @@ class UserRepository(BaseRepository):
     async def list_newest_first(
         self, *, limit: int, after: Cursor | None, query: str, is_active: bool | None
     ) -> list[UserRecord]:
-        written = written_limit(limit, searching=bool(query))
-        statement = _list_query(after is not None, bool(query), is_active is not None, written)
-        params: dict[str, Any] = {"limit": limit} if written is None else {}
+        shape = partial(_list_query, after is not None, bool(query), is_active is not None)
+        params: dict[str, Any] = {}
         if after is not None:
             params.update(after_created_at=after.created_at, after_id=after.id)
         if query:
             params["pattern"] = like_pattern(query)
         if is_active is not None:
             params["is_active"] = is_active
-        rows = await self._all(statement, **params)
-        return [USER.read(row) for row in rows[:limit]]
+        rows = await self._page(shape, limit, bool(query), **params)
+        return [USER.read(row) for row in rows]
 
     async def update(
         self, user_id: int, values: dict[str, Any], *, expected_version: int | None
