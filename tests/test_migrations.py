@@ -18,6 +18,7 @@ INDEXES = {
     "uq_users_lower_username",
     "ix_users_lower_email_trgm",
     "ix_users_lower_username_trgm",
+    "ix_users_newest_first_search",
     "ix_posts_title_trgm",
     "ix_posts_author_id_created_at_id",
     "ix_post_requests_expires_at",

@@ -67,8 +67,16 @@ class User(Base):
         # Unique case-insensitively; also serve GetUserByEmail and AuthenticateUser.
         Index("uq_users_lower_email", func.lower(email), unique=True),
         Index("uq_users_lower_username", func.lower(username), unique=True),
-        # ListUsers: newest first, optionally filtered by is_active.
-        Index("ix_users_created_at_id", created_at.desc(), id.desc()),
+        # ListUsers: newest first, optionally filtered by is_active. A search's walk reads
+        # this index alone, the lowered email and username included (migration 0005).
+        Index(
+            "ix_users_newest_first_search",
+            created_at.desc(),
+            id.desc(),
+            func.lower(email).label("lower_email"),
+            func.lower(username).label("lower_username"),
+            postgresql_include=["email", "username", "is_active"],
+        ),
         Index("ix_users_is_active_created_at_id", is_active, created_at.desc(), id.desc()),
         # ListUsers query: lower(col) LIKE '%...%' served by trigram indexes on the same
         # expressions (migration 0003 says why not ILIKE on the columns).

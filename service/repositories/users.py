@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache, partial
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, delete, func, insert, or_, select, update
 
 from service.db.models import User
 from service.domain.entities import Credentials, UserRecord
@@ -59,9 +60,9 @@ _CREDENTIALS = Query(
 def _list_query(after: bool, query: bool, is_active: bool, limit: int | None) -> Query:
     """ListUsers for one combination of filters and written LIMIT (None: the parameter): a
     handful of shapes, each compiled once."""
-    statement = select(*USER_COLUMNS)
+    conditions: list[ColumnElement[bool]] = []
     if after:
-        statement = statement.where(
+        conditions.append(
             newest_first_after(
                 User.created_at, User.id, bindparam("after_created_at"), bindparam("after_id")
             )
@@ -71,17 +72,32 @@ def _list_query(after: bool, query: bool, is_active: bool, limit: int | None) ->
         # a UTF-8 database), but the pattern folds once per call, not once per row, and the
         # trigram indexes are on these expressions (migration 0003).
         pattern = func.lower(bindparam("pattern", type_=User.email.type))
-        statement = statement.where(
+        conditions.append(
             or_(
                 func.lower(User.email).like(pattern, escape="\\"),
                 func.lower(User.username).like(pattern, escape="\\"),
             )
         )
     if is_active:
-        statement = statement.where(User.is_active == bindparam("is_active"))
+        conditions.append(User.is_active == bindparam("is_active"))
+    if not query:
+        return Query(_newest_first(USER_COLUMNS, conditions, limit))
+    # A search picks its page's ids first, from ix_users_newest_first_search alone (an
+    # index-only scan: the lowered email and username are stored in it, so the walk past the
+    # users that do not match folds no text), then reads those rows (migration 0005).
+    found = _newest_first((User.id, User.created_at), conditions, limit).subquery("page")
     return Query(
-        statement.order_by(User.created_at.desc(), User.id.desc()).limit(limit_clause(limit))
+        select(*USER_COLUMNS)
+        .join_from(found, User, User.id == found.c.id)
+        .order_by(found.c.created_at.desc(), found.c.id.desc())
     )
+
+
+def _newest_first(
+    columns: Sequence[Any], conditions: Sequence[ColumnElement[bool]], limit: int | None
+) -> Select[Any]:
+    statement = select(*columns).where(*conditions)
+    return statement.order_by(User.created_at.desc(), User.id.desc()).limit(limit_clause(limit))
 
 
 @cache
