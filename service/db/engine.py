@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
 from service.db.errors import is_disconnect
+from service.db.pool import FairAsyncQueuePool
 from service.db.session import (
     ALONE_STATEMENT_SECONDS,
     BEGIN_READ_ONLY,
@@ -144,6 +145,7 @@ def _engine(
         # Last in, first out: the connections in use stay few and warm (statements prepared,
         # caches hot); the rest sit idle instead of each being touched in turn.
         pool_use_lifo=True,
+        poolclass=FairAsyncQueuePool,  # and waiters served in the order they came
         pool_pre_ping=False,  # a lost connection recycles the pool (service.db.session)
         # Every call ends its own transaction or drops its connection (service.db.session);
         # SQLAlchemy's rollback-on-return could not even see a transaction begun on the
