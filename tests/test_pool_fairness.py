@@ -9,6 +9,7 @@ loses the connection.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -93,3 +94,10 @@ async def test_a_waiter_cancelled_as_it_is_served_passes_the_connection_on(
         await first
     assert order == ["second"]
     assert _idle(database) == 1
+
+
+async def test_the_pool_logs_where_sqlalchemy_pools_do(database: Database) -> None:
+    # Not under `service.` (INFO by default): "Pool disposed" and "Pool recreating" at every
+    # stop, and a line per checkout at LOG_LEVEL=DEBUG, would join the service's own log.
+    sqlalchemy_pools = logging.getLogger("sqlalchemy.pool.impl.AsyncAdaptedQueuePool")
+    assert database.writer.sync_engine.pool.logger is sqlalchemy_pools

@@ -79,3 +79,6 @@ class FairAsyncQueuePool(AsyncAdaptedQueuePool):
     """AsyncAdaptedQueuePool whose checkouts wait in line (FairQueue)."""
 
     _queue_class: Any = FairQueue
+    # SQLAlchemy names a pool's logger after its class's module: this one logs where
+    # SQLAlchemy's own pool does (off unless configured), not among the service's INFO lines.
+    _sqla_logger_namespace = "sqlalchemy.pool.impl.AsyncAdaptedQueuePool"
