@@ -602,24 +602,30 @@ async def test_user_substring_search_uses_the_trigram_index(db: asyncpg.Connecti
 
 
 async def test_common_user_search_walks_the_index_alone(db: asyncpg.Connection) -> None:
-    # 'heidi' in 1 username in 40: the planner walks newest first and stops after a page,
-    # passing the users that do not match. That walk must read ix_users_newest_first_search
-    # alone and take the lowered email and username from it (migration 0005): EXPLAIN VERBOSE
-    # shows an expression read from the index in parentheses of its own, `(lower(...))`.
+    # 'heidi' in 1 username in 40: on the bench's 100,000 users PostgreSQL 15 walks newest
+    # first and stops after a page, passing the users that do not match. That walk must read
+    # ix_users_newest_first_search alone and take the lowered email and username from it
+    # (migration 0005): EXPLAIN VERBOSE shows an expression read from the index in parentheses
+    # of its own, `(lower(...))`. Whether the walk beats the trigram bitmap is the planner's
+    # call (on 20,000 users newer releases take the bitmap), so the bitmap is ruled out here.
     await db.execute(
         "INSERT INTO users (email, username, hashed_password)"
         " SELECT 'person' || g || '@example.com',"
         " CASE WHEN g % 40 = 0 THEN 'Heidi' ELSE 'member' END || g, 'x'"
         " FROM generate_series(1, 20000) AS g"
     )
-    await db.execute("VACUUM ANALYZE users")  # the visibility map an index-only scan relies on
+    # The visibility map that spares an index-only scan its heap visits, where the cluster's
+    # oldest snapshot allows (the embedded test server's other databases may hold one back:
+    # then the scan visits the heap, and still reads the lowered values from the index).
+    await db.execute("VACUUM ANALYZE users")
     statement = user_repository._list_query(after=False, query=True, is_active=False, limit=None)
     arguments = statement.arguments({"pattern": like_pattern("heidi"), "limit": 51})
-    rows = await db.fetch(f"EXPLAIN (ANALYZE, VERBOSE) {statement.sql}", *arguments)
+    async with db.transaction():
+        await db.execute("SET LOCAL enable_bitmapscan = off")
+        rows = await db.fetch(f"EXPLAIN (ANALYZE, VERBOSE) {statement.sql}", *arguments)
     plan = "\n".join(row[0] for row in rows)
     print(plan)
     assert "Index Only Scan using ix_users_newest_first_search" in plan
-    assert "Heap Fetches: 0" in plan
     assert re.search(r"\(lower\(\(\w+\.username\)::text\)\) ~~", plan)
     assert "Sort" not in plan  # the page keeps the walk's order
     found = [row["id"] for row in await db.fetch(statement.sql, *arguments)]
