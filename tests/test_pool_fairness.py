@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import exc as sa_exc
 
 from service.db.engine import Database, create_database
+from service.db.session import CallSession
 from tests.support import make_settings
 
 
@@ -44,17 +45,25 @@ async def _queued(database: Database, count: int) -> None:
     await asyncio.sleep(0.1)
 
 
-def _idle(database: Database) -> int:
-    return database.writer.sync_engine.pool.checkedin()  # type: ignore[attr-defined, no-any-return]
-
-
-async def test_waiters_are_served_before_a_newcomer(database: Database) -> None:
+async def _two_waiting(
+    database: Database,
+) -> tuple[CallSession, list[str], asyncio.Task[None], asyncio.Task[None]]:
+    """The pool's one connection held, and two checkouts queued for it, in that order."""
     holder = database.session(read_only=False)
     await holder.connection(begin=False)
     order: list[str] = []
     first = asyncio.create_task(_take(database, "first", order))
     second = asyncio.create_task(_take(database, "second", order))
     await _queued(database, 2)
+    return holder, order, first, second
+
+
+def _idle(database: Database) -> int:
+    return database.writer.sync_engine.pool.checkedin()  # type: ignore[attr-defined, no-any-return]
+
+
+async def test_waiters_are_served_before_a_newcomer(database: Database) -> None:
+    holder, order, first, second = await _two_waiting(database)
     # The newcomer's first step is scheduled before the waiters are woken: with SQLAlchemy's
     # own queue it finds the returned connection still in the queue and takes it.
     newcomer = asyncio.create_task(_take(database, "newcomer", order))
@@ -81,12 +90,7 @@ async def test_a_waiter_that_times_out_leaves_the_line(database: Database) -> No
 async def test_a_waiter_cancelled_as_it_is_served_passes_the_connection_on(
     database: Database,
 ) -> None:
-    holder = database.session(read_only=False)
-    await holder.connection(begin=False)
-    order: list[str] = []
-    first = asyncio.create_task(_take(database, "first", order))
-    second = asyncio.create_task(_take(database, "second", order))
-    await _queued(database, 2)
+    holder, order, first, second = await _two_waiting(database)
     await holder.end(None)  # handed to `first`, which has not run yet...
     first.cancel()  # ...and never will: its call was cancelled
     await second

@@ -29,18 +29,20 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _NEW = (
-    "ix_users_newest_first_search ON users (created_at DESC, id DESC, lower(email), "
-    "lower(username)) INCLUDE (email, username, is_active)"
+    "ix_users_newest_first_search",
+    "users (created_at DESC, id DESC, lower(email), lower(username))"
+    " INCLUDE (email, username, is_active)",
 )
-_OLD = "ix_users_created_at_id ON users (created_at DESC, id DESC)"
+_OLD = ("ix_users_created_at_id", "users (created_at DESC, id DESC)")
 
 
-def _replace(create: str, drop: str) -> None:
+def _replace(create: tuple[str, str], drop: tuple[str, str]) -> None:
     # CONCURRENTLY cannot run in a transaction; IF NOT EXISTS lets a failed build be retried
     # after dropping the INVALID index it leaves behind.
+    name, definition = create
     with op.get_context().autocommit_block():
-        op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {create}")
-        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {drop.split()[0]}")
+        op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {definition}")
+        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {drop[0]}")
 
 
 def upgrade() -> None:

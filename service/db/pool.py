@@ -5,10 +5,10 @@ the longest waiter: a returned connection wakes the first waiter, but it stays i
 until that waiter runs, and a call that arrives meanwhile takes it without waiting
 (`get_nowait` first, and asyncio.Queue's own `get` takes whatever is there). The waiter
 finds the queue empty and goes to the back of the line, again and again, while a busy pool
-serves newcomers: its call's latency has no bound but the pool timeout. Measured on ListUsers
-`query` (64 calls in flight on 20 connections), that was a p99 of four to five times the
-median (docs/benchmarks.md). Here a returned connection goes straight to the longest waiter,
-and a checkout waits whenever anyone is waiting before it.
+serves newcomers: its wait has no bound but DB_POOL_TIMEOUT, after which its call fails
+UNAVAILABLE while newer calls succeed. Here a returned connection goes straight to the
+longest waiter, and a checkout waits whenever anyone is waiting before it. (It was not what
+made the ListUsers `query` tail, docs/benchmarks.md: that is PostgreSQL waiting for a CPU.)
 """
 
 from __future__ import annotations
