@@ -526,6 +526,8 @@ def test_a_collector_that_never_answers_slows_neither_calls_nor_shutdown(
         finally:
             process.stop()
     output = process.output()
-    assert stopped_in < 3.0, (stopped_in, output[-2000:])  # the SDK alone waits 10-30 s
+    # The SDK alone waits 10-30 s; the service gives the collector 1 s. The rest of the bound is
+    # for a loaded machine (5.4 s has been seen under a parallel test run).
+    assert stopped_in < 8.0, (stopped_in, output[-2000:])
     assert "Queue full, dropping Span" in output  # the drops are logged...
     assert "did not take the last spans" in output  # ...and so is what shutdown gave up on

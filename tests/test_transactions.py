@@ -24,6 +24,7 @@ from google.protobuf import field_mask_pb2
 from grpc import aio
 
 from service.db import errors as db_errors
+from service.db.engine import APPLICATION_NAME, PROBE_APPLICATION_NAME
 from service.db.session import bind_session, current_session, unbind_session
 from service.domain.entities import NewPost
 from service.domain.errors import ReadOnlyViolation
@@ -343,3 +344,20 @@ async def test_handler_whose_client_cancels_after_writing_is_rolled_back(
         " AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"
     )
     assert idle == 0
+
+
+async def test_the_health_probes_sessions_are_named_apart_from_the_calls(
+    server: Server, db: asyncpg.Connection
+) -> None:
+    """Once a second the probe runs its SELECT 1 in a transaction of its own: under the calls'
+    application_name it would show, now and then, as a service session idle in a transaction
+    (and pg_stat_activity would count it among the sessions serving calls)."""
+    await asyncio.sleep(1.5)  # a probe has run since the test began
+    rows = await db.fetch(
+        "SELECT application_name, query FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name = ANY($1)",
+        [APPLICATION_NAME, PROBE_APPLICATION_NAME],
+    )
+    probes = [r["query"] for r in rows if r["application_name"] == PROBE_APPLICATION_NAME]
+    assert len(probes) == len(server.database.probes), rows
+    assert set(probes) <= {"SELECT 1", "COMMIT"}, rows

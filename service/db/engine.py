@@ -104,8 +104,15 @@ class Database:
             await engine.dispose()
 
 
-def _connect_args(settings: Settings, *, read_only: bool) -> dict[str, Any]:
-    server_settings = {"application_name": "blog-service"}
+# What pg_stat_activity calls the service's sessions. The health probe's are told apart: an
+# operator (or a test) counting the sessions that serve calls, or looking for one idle in a
+# transaction, is not misled by the probe's SELECT 1 once a second.
+APPLICATION_NAME = "blog-service"
+PROBE_APPLICATION_NAME = "blog-service-probe"
+
+
+def _connect_args(settings: Settings, *, read_only: bool, probe: bool) -> dict[str, Any]:
+    server_settings = {"application_name": PROBE_APPLICATION_NAME if probe else APPLICATION_NAME}
     if read_only and not settings.db_pgbouncer:
         # PgBouncer refuses startup parameters it does not track ("unsupported startup
         # parameter: default_transaction_read_only"): through it, reads BEGIN READ ONLY instead.
@@ -132,15 +139,14 @@ def _log_statement(query: Any) -> None:
     sql_log.info("%s [%.2f ms]%s", query.query, query.elapsed * 1000, failed)
 
 
-def _engine(
-    settings: Settings, url: str, *, read_only: bool, size: int | None = None
-) -> AsyncEngine:
+def _engine(settings: Settings, url: str, *, read_only: bool, probe: bool = False) -> AsyncEngine:
+    """A call pool, or with `probe` the health probe's pool of one connection."""
     # Only its pool is used: calls (and the health probe) run their SQL on the driver
     # connection and manage their own transactions (service.db.session).
     engine = create_async_engine(
         url,
-        pool_size=size or settings.db_pool_size,
-        max_overflow=0 if size else settings.db_max_overflow,
+        pool_size=1 if probe else settings.db_pool_size,
+        max_overflow=0 if probe else settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
         # Last in, first out: the connections in use stay few and warm (statements prepared,
         # caches hot); the rest sit idle instead of each being touched in turn.
@@ -151,9 +157,9 @@ def _engine(
         # SQLAlchemy's rollback-on-return could not even see a transaction begun on the
         # driver connection, so it would only cost time on every return.
         pool_reset_on_return=None,
-        connect_args=_connect_args(settings, read_only=read_only),
+        connect_args=_connect_args(settings, read_only=read_only, probe=probe),
     )
-    if settings.db_echo and size is None:
+    if settings.db_echo and not probe:
         event.listen(engine.sync_engine.pool, "connect", _echo_statements)
     return engine
 
@@ -172,9 +178,11 @@ def create_database(settings: Settings, tracer: Tracer | None = None) -> Databas
     write_begin = BEGIN_WRITE if settings.db_pgbouncer else BEGIN_WRITE_UNBOUNDED
     probes = (
         Probe(
-            _engine(settings, settings.database_url, read_only=False, size=1), writer, write_begin
+            _engine(settings, settings.database_url, read_only=False, probe=True),
+            writer,
+            write_begin,
         ),
-        Probe(_engine(settings, read_url, read_only=True, size=1), reader, read_begin),
+        Probe(_engine(settings, read_url, read_only=True, probe=True), reader, read_begin),
     )
     return Database(
         writer=writer,

@@ -13,11 +13,12 @@ from typing import TypeVar
 
 import asyncpg
 
+from service.db.engine import APPLICATION_NAME
 from service.server import Server
 
 T = TypeVar("T")
 
-APP = "blog-service"  # the application_name every connection of the service carries
+APP = APPLICATION_NAME  # what every call connection of the service is named (not the probe's)
 
 
 async def settle(measure: Callable[[], Awaitable[T]], within: float, every: float = 0.02) -> T:
