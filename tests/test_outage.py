@@ -29,6 +29,7 @@ from grpc_health.v1 import health_pb2
 
 from devtools.embedded import EmbeddedPostgres
 from service.db import migrate
+from service.db.engine import APPLICATION_NAME
 from tests.support import ServerProcess, plain, rich_error, wait_for_health
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -357,8 +358,9 @@ def test_real_deadlock_is_aborted_so_the_client_retries(
                 # Wait until the service's insert is blocked on b (it already holds a).
                 for _ in range(200):
                     waiting = await connection.fetchval(
-                        "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
-                        " 'blog-service' AND wait_event_type = 'Lock'"
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
+                        " AND wait_event_type = 'Lock'",
+                        APPLICATION_NAME,
                     )
                     if waiting:
                         break

@@ -39,9 +39,9 @@ async def _take(database: Database, name: str, order: list[str]) -> None:
         await session.end(None)
 
 
-async def _queued(database: Database, count: int) -> None:
-    """Until `count` more checkouts wait for the pool's connection: each waits at its first
-    step, so a few loop turns are plenty (and nothing here depends on the queue's insides)."""
+async def _let_them_queue() -> None:
+    """Time for the checkouts just started to wait for the pool's connection: each waits at
+    its first step, so a few loop turns are plenty (and nothing here reads the queue's insides)."""
     await asyncio.sleep(0.1)
 
 
@@ -54,7 +54,7 @@ async def _two_waiting(
     order: list[str] = []
     first = asyncio.create_task(_take(database, "first", order))
     second = asyncio.create_task(_take(database, "second", order))
-    await _queued(database, 2)
+    await _let_them_queue()
     return holder, order, first, second
 
 
@@ -80,7 +80,7 @@ async def test_a_waiter_that_times_out_leaves_the_line(database: Database) -> No
     with pytest.raises(sa_exc.TimeoutError):
         await _take(database, "gave up", order)  # DB_POOL_TIMEOUT=2 s
     waiting = asyncio.create_task(_take(database, "next", order))
-    await _queued(database, 1)
+    await _let_them_queue()
     await holder.end(None)
     await waiting
     assert order == ["next"]

@@ -40,6 +40,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devtools.embedded import EmbeddedPostgres
 from service.db import migrate
+from service.db.engine import APPLICATION_NAME
 from service.server import Server
 from tests.support import create_user, failure, plain, rich_error, started_server, unique
 from tests.support.paging import every_page
@@ -194,11 +195,11 @@ async def test_reads_are_served_by_the_replica_and_writes_by_the_primary(
         updates_on_primary = await statement_calls(primary_db, "UPDATE users%")
         updates_on_replica = await statement_calls(replica, "UPDATE users%")
         sessions = (
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'blog-service'"
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
             " AND datname = current_database()"
         )
-        replica_sessions = await replica.fetchval(sessions)
-        primary_sessions = await primary_db.fetchval(sessions)
+        replica_sessions = await replica.fetchval(sessions, APPLICATION_NAME)
+        primary_sessions = await primary_db.fetchval(sessions, APPLICATION_NAME)
     finally:
         await replica.close()
     print(

@@ -31,7 +31,7 @@ from service.domain.errors import ReadOnlyViolation
 from service.interceptors.chain import build_chain
 from service.repositories.posts import PostRepository
 from service.server import Server
-from tests.support import make_user, rich_error, settled_checked_out
+from tests.support import make_user, rich_error, settle, settled_checked_out
 
 Handler = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
 CustomCall = Callable[..., Coroutine[Any, Any, Any]]
@@ -352,12 +352,19 @@ async def test_the_health_probes_sessions_are_named_apart_from_the_calls(
     """Once a second the probe runs its SELECT 1 in a transaction of its own: under the calls'
     application_name it would show, now and then, as a service session idle in a transaction
     (and pg_stat_activity would count it among the sessions serving calls)."""
-    await asyncio.sleep(1.5)  # a probe has run since the test began
-    rows = await db.fetch(
-        "SELECT application_name, query FROM pg_stat_activity"
-        " WHERE datname = current_database() AND application_name = ANY($1)",
-        [APPLICATION_NAME, PROBE_APPLICATION_NAME],
-    )
+    rows: list[asyncpg.Record] = []
+
+    async def probes_missing() -> int:
+        nonlocal rows
+        rows = await db.fetch(
+            "SELECT application_name, query FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = ANY($1)",
+            [APPLICATION_NAME, PROBE_APPLICATION_NAME],
+        )
+        named = sum(1 for r in rows if r["application_name"] == PROBE_APPLICATION_NAME)
+        return len(server.database.probes) - named
+
+    await settle(probes_missing, within=3.0)  # the probe reconnects within a second if it must
     probes = [r["query"] for r in rows if r["application_name"] == PROBE_APPLICATION_NAME]
     assert len(probes) == len(server.database.probes), rows
     assert set(probes) <= {"SELECT 1", "COMMIT"}, rows
